@@ -35,7 +35,7 @@ func selftest(out io.Writer) error {
 		return err
 	}
 	const bobInstallation = "6f9cbd86-3f5b-4d3e-9a8e-0b1c2d3e4f50"
-	signed, err := bundle.Sign(bob.Private, []bundle.Entry{{InstallationID: bobInstallation, SignedPreKey: spk.Public, Version: 1, ProtocolVersion: bundle.ProtocolVersion}}, now)
+	signed, err := bundle.Sign(bob, []bundle.Entry{{InstallationID: bobInstallation, SignedPreKey: spk.Public, Version: 1, ProtocolVersion: bundle.ProtocolVersion}}, now)
 	if err != nil {
 		return err
 	}

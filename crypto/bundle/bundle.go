@@ -117,11 +117,7 @@ func Digest(entries []Entry, timestamp int64) [32]byte {
 // Sign builds and signs a bundle of identity for the given entries at
 // timestamp (Unix ns). Status re-signs its bundle with the current time every
 // time it attaches it (§4.2); callers do the same by calling Sign again.
-func Sign(identity keys.PrivateKey, entries []Entry, timestamp int64) (*Verified, error) {
-	pub, err := identity.Public()
-	if err != nil {
-		return nil, err
-	}
+func Sign(identity keys.KeyPair, entries []Entry, timestamp int64) (*Verified, error) {
 	sorted := sortedEntries(entries)
 	for i, e := range sorted {
 		if err := checkInstallationID(e.InstallationID); err != nil {
@@ -131,11 +127,11 @@ func Sign(identity keys.PrivateKey, entries []Entry, timestamp int64) (*Verified
 			return nil, fmt.Errorf("%w: installation %q listed twice", ErrMalformedBundle, e.InstallationID)
 		}
 	}
-	sig, err := keys.Sign(identity, Digest(sorted, timestamp))
+	sig, err := keys.Sign(identity.Private, Digest(sorted, timestamp))
 	if err != nil {
 		return nil, err
 	}
-	return &Verified{Identity: pub, Entries: sorted, Timestamp: timestamp, Signature: sig}, nil
+	return &Verified{Identity: identity.Public, Entries: sorted, Timestamp: timestamp, Signature: sig}, nil
 }
 
 // Verifier checks received bundles. The zero value uses the defaults.

@@ -185,10 +185,12 @@ func Keccak256(data ...[]byte) [32]byte {
 // {0,1}, deterministic (RFC 6979) and low-S, as go-ethereum's crypto.Sign.
 func Sign(sk PrivateKey, digest [32]byte) ([SignatureSize]byte, error) {
 	var sig [SignatureSize]byte
-	e, err := sk.ecdsa()
-	if err != nil {
-		return sig, err
+	if !scalarInRange(sk[:]) {
+		return sig, fmt.Errorf("%w: private key out of range", ErrInvalidKey)
 	}
+	// go-ethereum's Sign reads only D, so the public key (a scalar
+	// multiplication) is not computed.
+	e := &ecdsa.PrivateKey{PublicKey: ecdsa.PublicKey{Curve: gethcrypto.S256()}, D: new(big.Int).SetBytes(sk[:])}
 	s, err := gethcrypto.Sign(digest[:], e)
 	if err != nil {
 		return sig, fmt.Errorf("keys: sign: %w", err)

@@ -245,7 +245,7 @@ func TestStatusVectors(t *testing.T) {
 			eq(t, "signature material", bundle.SignatureMaterial(entries, ts), v.SignatureMaterial)
 			d := bundle.Digest(entries, ts)
 			eq(t, "digest", d[:], v.Digest)
-			signed, err := bundle.Sign(id.Private, entries, ts)
+			signed, err := bundle.Sign(id, entries, ts)
 			if err != nil {
 				t.Fatal(err)
 			}
