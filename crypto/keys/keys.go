@@ -204,25 +204,13 @@ func Sign(sk PrivateKey, digest [32]byte) ([SignatureSize]byte, error) {
 // rejects V = 27/28, r or s out of range, and high-S signatures (Status only
 // produces low-S, so rejecting the malleated twin costs no compatibility).
 func Verify(pub PublicKey, digest [32]byte, sig []byte) error {
-	if len(sig) != SignatureSize {
-		return fmt.Errorf("%w: signature is %d bytes, want %d", ErrBadSignature, len(sig), SignatureSize)
-	}
-	r := new(big.Int).SetBytes(sig[:32])
-	s := new(big.Int).SetBytes(sig[32:64])
-	if sig[64] >= 4 || r.Sign() == 0 || r.Cmp(curveN) >= 0 || s.Sign() == 0 || s.Cmp(halfCurveN) > 0 {
-		return fmt.Errorf("%w: signature values out of range", ErrBadSignature)
-	}
-	recovered, err := gethcrypto.Ecrecover(digest[:], sig)
-	if err != nil {
-		return fmt.Errorf("%w: recovery failed", ErrBadSignature)
-	}
-	want, err := pub.Uncompressed()
+	recovered, err := Recover(digest, sig)
 	if err != nil {
 		return err
 	}
 	// Status compares addresses (Keccak of X‖Y); comparing the keys themselves
 	// is equivalent and needs no hash.
-	if subtle.ConstantTimeCompare(recovered, want[:]) != 1 {
+	if !recovered.Equal(pub) {
 		return fmt.Errorf("%w: signed by another key", ErrBadSignature)
 	}
 	return nil
@@ -261,3 +249,27 @@ func (sk PrivateKey) String() string { return "keys.PrivateKey(redacted)" }
 
 // GoString never prints the secret.
 func (sk PrivateKey) GoString() string { return sk.String() }
+
+// Recover returns the key that made sig over digest, with the same checks as
+// Verify. It is how a receiver learns a sender's identity from a signed
+// envelope (status-compat.md §1: Status takes it from the Waku signature).
+func Recover(digest [32]byte, sig []byte) (PublicKey, error) {
+	var pk PublicKey
+	if len(sig) != SignatureSize {
+		return pk, fmt.Errorf("%w: signature is %d bytes, want %d", ErrBadSignature, len(sig), SignatureSize)
+	}
+	r := new(big.Int).SetBytes(sig[:32])
+	s := new(big.Int).SetBytes(sig[32:64])
+	if sig[64] >= 4 || r.Sign() == 0 || r.Cmp(curveN) >= 0 || s.Sign() == 0 || s.Cmp(halfCurveN) > 0 {
+		return pk, fmt.Errorf("%w: signature values out of range", ErrBadSignature)
+	}
+	p, err := gethcrypto.SigToPub(digest[:], sig)
+	if err != nil {
+		return pk, fmt.Errorf("%w: recovery failed", ErrBadSignature)
+	}
+	copy(pk[:], gethcrypto.CompressPubkey(p))
+	return pk, nil
+}
+
+// Bytes returns a copy of the compressed encoding.
+func (pk PublicKey) Bytes() []byte { return append([]byte(nil), pk[:]...) }

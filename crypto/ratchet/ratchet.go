@@ -198,7 +198,7 @@ func (s *Session) Encrypt(plaintext []byte) (Header, []byte, error) {
 // Decrypt decrypts and, only on success, commits the result. It returns the
 // result so that a persistent store can mirror the changes, and the keys the
 // limits evicted.
-func (s *Session) Decrypt(h Header, ciphertext []byte, rand io.Reader) (*Result, []KeyID, error) {
+func (s *Session) Decrypt(h Header, ciphertext []byte, rand io.Reader) (*Result, []SkippedKey, error) {
 	r, err := Decrypt(&s.State, &s.Skipped, h, ciphertext, s.Limits, rand)
 	if err != nil {
 		return nil, nil, err
@@ -208,8 +208,8 @@ func (s *Session) Decrypt(h Header, ciphertext []byte, rand io.Reader) (*Result,
 
 // Apply commits a successful Decrypt result: the next state, the new
 // skipped keys, the consumed key, and eviction under the limits. It returns
-// the evicted key ids.
-func (s *Session) Apply(r *Result) []KeyID {
+// the evicted keys.
+func (s *Session) Apply(r *Result) []SkippedKey {
 	lim := s.Limits.withDefaults()
 	s.State = r.Next
 	for _, k := range r.Skipped {

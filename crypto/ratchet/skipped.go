@@ -67,8 +67,8 @@ func (s *SkippedKeys) add(k SkippedKey) {
 // evict drops keys beyond the limits, oldest first: keep at most
 // MaxMessageKeysPerSession keys, and none with seq <= keysCount − MaxKeep
 // (status-go's TruncateMks then DeleteOldMks, status-compat.md §6.5).
-func (s *SkippedKeys) evict(keysCount uint64, lim Limits) []KeyID {
-	var evicted []KeyID
+func (s *SkippedKeys) evict(keysCount uint64, lim Limits) []SkippedKey {
+	var evicted []SkippedKey
 	for s.head < len(s.order) {
 		e := s.order[s.head]
 		k, live := s.index[e.id]
@@ -79,7 +79,7 @@ func (s *SkippedKeys) evict(keysCount uint64, lim Limits) []KeyID {
 		}
 		if live {
 			delete(s.index, e.id)
-			evicted = append(evicted, e.id)
+			evicted = append(evicted, k)
 		}
 		s.order[s.head] = orderEntry{}
 		s.head++

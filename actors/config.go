@@ -1,0 +1,86 @@
+// Package actors is ratchetd's engine: protoactor-go actors that run the
+// 5/SECURE-TRANSPORT flows (design/architecture.md).
+//
+//	Engine (owns the actor system; routes transport deliveries)
+//	 └── Installation[installation id]   one per hosted device: identity, device registry
+//	      ├── BundlePublisher           signed bundle, rotation, contact-code publishing
+//	      └── SessionSupervisor[peer]    routing by bundle id, concurrent-session tie-break, restarts
+//	           └── PeerSession[peer installation, bundle id]   the only writer of one ratchet state
+//
+// Every piece of state has exactly one writer, the actor that owns it; there
+// is no global lock. Actor messages are protobuf (messages/engine.proto).
+package actors
+
+import (
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/ratchetd/ratchetd/crypto/ratchet"
+)
+
+// Defaults (status-compat.md §6.7 unless said otherwise).
+const (
+	DefaultMaxInstallations      = 3
+	DefaultBundleRefreshInterval = 24 * time.Hour
+	// DefaultBundleResignInterval: Status re-signs its bundle with the
+	// current time on every send (§4.2). The timestamp only orders device
+	// activity, so ratchetd re-signs at most once per interval, saving a
+	// signature (~25 µs) per message at high volume. Zero re-signs every time.
+	DefaultBundleResignInterval = time.Second
+	// DefaultBundleAdvertInterval rate-limits the bundle we send back to a
+	// peer whose message we could not use (partitioned device, failed
+	// decrypt): Status's deviceNotFoundAckInterval, 7200 s (§10.3).
+	DefaultBundleAdvertInterval = 2 * time.Hour
+	// DefaultRequestTimeout bounds one actor request.
+	DefaultRequestTimeout = 10 * time.Second
+)
+
+// Config holds the engine's limits and injected dependencies. Zero fields
+// take the defaults.
+type Config struct {
+	Ratchet               ratchet.Limits
+	MaxInstallations      int
+	BundleRefreshInterval time.Duration
+	BundleResignInterval  time.Duration // negative: re-sign on every send
+	BundleAdvertInterval  time.Duration
+	RequestTimeout        time.Duration
+	// MaxBundleEntries bounds the installations a received bundle may list.
+	MaxBundleEntries int
+	// Clock is the engine's notion of now (injectable for tests).
+	Clock func() time.Time
+	// Rand is the source of every key and nonce (crypto/rand by default).
+	Rand   io.Reader
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxInstallations <= 0 {
+		c.MaxInstallations = DefaultMaxInstallations
+	}
+	if c.BundleRefreshInterval <= 0 {
+		c.BundleRefreshInterval = DefaultBundleRefreshInterval
+	}
+	if c.BundleResignInterval == 0 {
+		c.BundleResignInterval = DefaultBundleResignInterval
+	} else if c.BundleResignInterval < 0 {
+		c.BundleResignInterval = 0
+	}
+	if c.BundleAdvertInterval <= 0 {
+		c.BundleAdvertInterval = DefaultBundleAdvertInterval
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Reader
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}

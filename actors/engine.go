@@ -1,0 +1,371 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ratchetd/ratchetd/crypto/keys"
+	"github.com/ratchetd/ratchetd/messages"
+	"github.com/ratchetd/ratchetd/persistence"
+	"github.com/ratchetd/ratchetd/transport"
+)
+
+// Kind says how a received message reached us.
+type Kind int
+
+const (
+	// KindDirect: a 1:1 message, decrypted by the Double Ratchet (or, with
+	// NoForwardSecrecy, by the DH fallback).
+	KindDirect Kind = iota
+	// KindPublic: a public-chat message (cleartext, 5/SECURE-TRANSPORT
+	// "public_message").
+	KindPublic
+	// KindUnwrapped: a payload that is not a ProtocolMessage, passed on as
+	// Status does (status-compat.md §1).
+	KindUnwrapped
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindDirect:
+		return "direct"
+	case KindPublic:
+		return "public"
+	case KindUnwrapped:
+		return "unwrapped"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// Message is a received message handed to the application.
+type Message struct {
+	Kind                  Kind
+	Sender                keys.PublicKey // from the transport signature
+	SenderInstallation    string
+	Recipient             keys.PublicKey
+	RecipientInstallation string
+	Payload               []byte
+	// ID is the transport envelope id; the same envelope delivered twice
+	// has the same ID.
+	ID               []byte
+	Topic            string
+	NoForwardSecrecy bool // DH fallback
+}
+
+// Stats are the engine's counters.
+type Stats struct {
+	Published, Decrypted, Duplicates, DecryptFailures, Malformed, BadBundles int64
+	NotForDevice, Adverts, Unwrapped, Unsupported, X3DHActive, X3DHPassive   int64
+	Rotations, Corrupt, BadEnvelopes                                         int64
+}
+
+type stats struct {
+	published, decrypted, duplicates, decryptFailures, malformed, badBundles atomic.Int64
+	notForDevice, adverts, unwrapped, unsupported, x3dhActive, x3dhPassive   atomic.Int64
+	rotations, corrupt, badEnvelopes                                         atomic.Int64
+}
+
+// deps is what every actor of one engine shares; all of it is safe for
+// concurrent use.
+type deps struct {
+	cfg     Config
+	store   persistence.Store
+	tr      transport.Transport
+	log     *slog.Logger
+	deliver func(Message)
+	stats   *stats
+}
+
+// Engine owns the actor system and routes transport deliveries to the
+// Installations it hosts.
+type Engine struct {
+	deps   *deps
+	system *actor.ActorSystem
+
+	mu            sync.Mutex
+	installations map[string]*hosted
+	closed        bool
+}
+
+type hosted struct {
+	pid      *actor.PID
+	identity keys.PublicKey
+	cancel   []func()
+}
+
+// ErrClosed: the engine was closed.
+var ErrClosed = errors.New("actors: engine closed")
+
+// ErrUnknownInstallation: no such installation is hosted.
+var ErrUnknownInstallation = errors.New("actors: unknown installation")
+
+// NewEngine starts an engine on a store and a transport. deliver receives
+// every message for the application; it is called from actor goroutines and
+// must not block.
+func NewEngine(cfg Config, store persistence.Store, tr transport.Transport, deliver func(Message)) *Engine {
+	cfg = cfg.withDefaults()
+	d := &deps{cfg: cfg, store: store, tr: tr, log: cfg.Logger, deliver: deliver, stats: &stats{}}
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return cfg.Logger }))
+	return &Engine{deps: d, system: sys, installations: make(map[string]*hosted)}
+}
+
+// CreateInstallation creates a new hosted device. identity nil generates a
+// new identity; otherwise the device is a new installation of that identity
+// (another device, or an account recovered on an empty store).
+func (e *Engine) CreateInstallation(identity *keys.PrivateKey) (string, keys.PublicKey, error) {
+	var idk keys.KeyPair
+	var err error
+	if identity == nil {
+		idk, err = keys.GenerateKey(e.deps.cfg.Rand)
+	} else {
+		idk, err = identity.KeyPair()
+	}
+	if err != nil {
+		return "", keys.PublicKey{}, err
+	}
+	spk, err := keys.GenerateKey(e.deps.cfg.Rand)
+	if err != nil {
+		return "", keys.PublicKey{}, err
+	}
+	u, err := uuid.NewRandomFromReader(e.deps.cfg.Rand)
+	if err != nil {
+		return "", keys.PublicKey{}, err
+	}
+	now := e.deps.cfg.Clock().UnixNano()
+	rec := &messages.InstallationRecord{
+		IdentityPrivate: idk.Private[:],
+		InstallationId:  u.String(), // UUID v4, lowercase (status-compat.md §2)
+		PreKeys:         []*messages.OwnPreKey{{PrivateKey: spk.Private[:], PublicKey: spk.Public[:], Version: 1, CreatedUnixNano: now}},
+		CreatedUnixNano: now,
+	}
+	v, err := proto.Marshal(rec)
+	if err != nil {
+		return "", keys.PublicKey{}, err
+	}
+	if err := e.deps.store.Commit([]persistence.Write{{Key: persistence.InstallationKey(rec.InstallationId), Value: v}}); err != nil {
+		return "", keys.PublicKey{}, err
+	}
+	if err := e.host(rec); err != nil {
+		return "", keys.PublicKey{}, err
+	}
+	return rec.InstallationId, idk.Public, nil
+}
+
+// LoadInstallations starts every installation in the store that is not
+// running yet. A record that cannot be read is reported and skipped.
+func (e *Engine) LoadInstallations() ([]string, error) {
+	var recs []*messages.InstallationRecord
+	err := e.deps.store.Scan(persistence.InstallationPrefix(), func(k, v []byte) error {
+		var rec messages.InstallationRecord
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			e.deps.log.Warn("installation record unreadable; skipped", "key", fmt.Sprintf("%x", k), "err", err)
+			e.deps.stats.corrupt.Add(1)
+			return nil
+		}
+		recs = append(recs, &rec)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, rec := range recs {
+		e.mu.Lock()
+		_, running := e.installations[rec.InstallationId]
+		e.mu.Unlock()
+		if running {
+			ids = append(ids, rec.InstallationId)
+			continue
+		}
+		if err := e.host(rec); err != nil {
+			e.deps.log.Warn("installation not started", "installation", rec.InstallationId, "err", err)
+			e.deps.stats.corrupt.Add(1)
+			continue
+		}
+		ids = append(ids, rec.InstallationId)
+	}
+	return ids, nil
+}
+
+// host spawns the Installation actor and subscribes it to its identity's
+// partitioned topic.
+func (e *Engine) host(rec *messages.InstallationRecord) error {
+	in, err := newInstallation(e.deps, rec)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	if _, ok := e.installations[rec.InstallationId]; ok {
+		return fmt.Errorf("actors: installation %s is already running", rec.InstallationId)
+	}
+	pid, err := e.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return in }), "installation-"+rec.InstallationId)
+	if err != nil {
+		return err
+	}
+	h := &hosted{pid: pid, identity: in.identity.Public}
+	cancel, err := e.deps.tr.Subscribe(transport.PartitionedTopic(in.identity.Public), e.gateway(pid))
+	if err != nil {
+		e.system.Root.Stop(pid)
+		return err
+	}
+	h.cancel = append(h.cancel, cancel)
+	e.installations[rec.InstallationId] = h
+	return nil
+}
+
+// gateway is the transport handler of one installation (the architecture's
+// TransportGateway): it hands the delivery to the Installation and waits
+// until it has been processed, so a transport's per-subscription order is
+// kept and a manual-mode test sees every effect before its call returns.
+func (e *Engine) gateway(pid *actor.PID) transport.Handler {
+	return func(d transport.Delivery) {
+		env := &messages.IncomingEnvelope{Topic: d.Topic, Payload: d.Payload, Sender: d.Sender[:], EnvelopeId: d.ID[:]}
+		if !d.Recipient.IsZero() {
+			env.Recipient = d.Recipient[:]
+		}
+		_, _ = e.system.Root.RequestFuture(pid, env, e.deps.cfg.RequestTimeout).Result()
+	}
+}
+
+// SubscribePublic subscribes an installation to a public chat.
+func (e *Engine) SubscribePublic(installationID, name string) error {
+	h, err := e.get(installationID)
+	if err != nil {
+		return err
+	}
+	cancel, err := e.deps.tr.Subscribe(transport.PublicTopic(name), e.gateway(h.pid))
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	h.cancel = append(h.cancel, cancel)
+	e.mu.Unlock()
+	return nil
+}
+
+func (e *Engine) get(id string) (*hosted, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, ErrClosed
+	}
+	h := e.installations[id]
+	if h == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownInstallation, id)
+	}
+	return h, nil
+}
+
+// Request sends an actor message to an installation and waits for the reply.
+func (e *Engine) Request(installationID string, msg any) (any, error) {
+	h, err := e.get(installationID)
+	if err != nil {
+		return nil, err
+	}
+	res, err := e.system.Root.RequestFuture(h.pid, msg, e.deps.cfg.RequestTimeout).Result()
+	if errors.Is(err, actor.ErrTimeout) {
+		return nil, ErrTimeout
+	}
+	return res, err
+}
+
+// Sessions lists an installation's sessions with one peer identity.
+func (e *Engine) Sessions(installationID string, peer keys.PublicKey) (*messages.SessionsReply, error) {
+	res, err := e.Request(installationID, &sessionsQuery{peer: peer})
+	if err != nil {
+		return nil, err
+	}
+	r, _ := res.(*messages.SessionsReply)
+	if r == nil {
+		return nil, ErrInternal
+	}
+	return r, nil
+}
+
+// Identity returns the identity of a hosted installation.
+func (e *Engine) Identity(installationID string) (keys.PublicKey, error) {
+	h, err := e.get(installationID)
+	if err != nil {
+		return keys.PublicKey{}, err
+	}
+	return h.identity, nil
+}
+
+// Installations lists the hosted installation ids.
+func (e *Engine) Installations() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ids := make([]string, 0, len(e.installations))
+	for id := range e.installations {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// StopInstallation stops a hosted installation and all its actors (its
+// state stays in the store; LoadInstallations starts it again).
+func (e *Engine) StopInstallation(id string) error {
+	e.mu.Lock()
+	h := e.installations[id]
+	delete(e.installations, id)
+	e.mu.Unlock()
+	if h == nil {
+		return fmt.Errorf("%w: %s", ErrUnknownInstallation, id)
+	}
+	for _, c := range h.cancel {
+		c()
+	}
+	return e.system.Root.StopFuture(h.pid).Wait()
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats {
+	s := e.deps.stats
+	return Stats{
+		Published: s.published.Load(), Decrypted: s.decrypted.Load(), Duplicates: s.duplicates.Load(),
+		DecryptFailures: s.decryptFailures.Load(), Malformed: s.malformed.Load(), BadBundles: s.badBundles.Load(),
+		NotForDevice: s.notForDevice.Load(), Adverts: s.adverts.Load(), Unwrapped: s.unwrapped.Load(),
+		Unsupported: s.unsupported.Load(), X3DHActive: s.x3dhActive.Load(), X3DHPassive: s.x3dhPassive.Load(),
+		Rotations: s.rotations.Load(), Corrupt: s.corrupt.Load(), BadEnvelopes: s.badEnvelopes.Load(),
+	}
+}
+
+// Close unsubscribes every installation, stops the actors and shuts the
+// actor system down. It does not close the store or the transport, which the
+// caller owns.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	all := e.installations
+	e.installations = nil
+	e.mu.Unlock()
+	for _, h := range all {
+		for _, c := range h.cancel {
+			c()
+		}
+	}
+	for _, h := range all {
+		_ = e.system.Root.StopFuture(h.pid).Wait()
+	}
+	e.system.Shutdown()
+	return nil
+}
+
+// Now is the engine's clock.
+func (e *Engine) Now() time.Time { return e.deps.cfg.Clock() }

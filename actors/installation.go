@@ -1,0 +1,660 @@
+package actors
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ratchetd/ratchetd/crypto/bundle"
+	"github.com/ratchetd/ratchetd/crypto/dhfallback"
+	"github.com/ratchetd/ratchetd/crypto/keys"
+	"github.com/ratchetd/ratchetd/messages"
+	"github.com/ratchetd/ratchetd/persistence"
+	"github.com/ratchetd/ratchetd/transport"
+)
+
+// noneKey is the map key of DH-fallback (and hash-ratchet) entries
+// (status-compat.md §3.1).
+const noneKey = "none"
+
+type deviceKey struct {
+	identity     keys.PublicKey
+	installation string
+}
+
+// installation is the Installation actor: one hosted device. It owns the
+// identity key, the installation id and the device registry (peers'
+// installations and our own paired ones); it verifies and stores bundles,
+// assembles outgoing ProtocolMessages and dispatches incoming entries to the
+// SessionSupervisor of the sender.
+type installation struct {
+	deps     *deps
+	rec      *messages.InstallationRecord
+	identity keys.KeyPair
+	id       string
+
+	preKeys     map[keys.PublicKey]*messages.OwnPreKey
+	devices     map[deviceKey]*messages.DeviceRecord
+	supervisors map[keys.PublicKey]*actor.PID
+	publisher   *actor.PID
+	lastAdvert  map[deviceKey]time.Time
+}
+
+func newInstallation(d *deps, rec *messages.InstallationRecord) (*installation, error) {
+	sk, err := keys.ParsePrivateKey(rec.IdentityPrivate)
+	if err != nil {
+		return nil, err
+	}
+	kp, err := sk.KeyPair()
+	if err != nil {
+		return nil, err
+	}
+	if len(rec.PreKeys) == 0 {
+		return nil, errors.New("actors: installation record has no prekey")
+	}
+	return &installation{deps: d, rec: rec, identity: kp, id: rec.InstallationId}, nil
+}
+
+func (in *installation) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		in.start(ctx)
+	case *messages.IncomingEnvelope:
+		in.receive(ctx, m)
+	case *messages.SendCommand:
+		in.send(ctx, m)
+	case *messages.PreKeysChanged:
+		in.rec.PreKeys = m.PreKeys
+		in.indexPreKeys()
+	case *messages.DevicesQuery:
+		ctx.Respond(in.listDevices(m))
+	case *messages.SetDeviceEnabled:
+		ctx.Respond(in.setEnabled(ctx, m))
+	case *messages.ImportBundle:
+		ctx.Respond(in.importBundle(ctx, m))
+	case *messages.BundleRequest:
+		ctx.Forward(in.publisher)
+	case *messages.RotateRequest:
+		ctx.Forward(in.publisher)
+	case *sessionsQuery:
+		if pid := in.supervisors[m.peer]; pid != nil {
+			ctx.Forward(pid)
+		} else {
+			ctx.Respond(&messages.SessionsReply{})
+		}
+	}
+}
+
+// sessionsQuery asks for the sessions with one peer (tests, diagnostics).
+type sessionsQuery struct{ peer keys.PublicKey }
+
+func (in *installation) start(ctx actor.Context) {
+	in.supervisors = make(map[keys.PublicKey]*actor.PID)
+	in.lastAdvert = make(map[deviceKey]time.Time)
+	in.devices = make(map[deviceKey]*messages.DeviceRecord)
+	in.indexPreKeys()
+	err := in.deps.store.Scan(persistence.DevicePrefix(in.id), func(k, v []byte) error {
+		var d messages.DeviceRecord
+		if err := proto.Unmarshal(v, &d); err != nil {
+			in.deps.log.Warn("device record unreadable; skipped", "key", fmt.Sprintf("%x", k), "err", err)
+			in.deps.stats.corrupt.Add(1)
+			return nil
+		}
+		id, err := keys.ParsePublicKey(d.Identity)
+		if err != nil {
+			in.deps.stats.corrupt.Add(1)
+			return nil
+		}
+		in.devices[deviceKey{id, d.InstallationId}] = &d
+		return nil
+	})
+	if err != nil {
+		in.deps.log.Warn("device scan failed", "err", err)
+	}
+	rec, identity := in.rec, in.identity
+	in.publisher = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor {
+		return &bundlePublisher{deps: in.deps, rec: rec, identity: identity}
+	}))
+	ctx.Send(in.publisher, &messages.PairedDevices{Devices: in.pairedDevices()})
+}
+
+func (in *installation) indexPreKeys() {
+	in.preKeys = make(map[keys.PublicKey]*messages.OwnPreKey, len(in.rec.PreKeys))
+	for _, p := range in.rec.PreKeys {
+		if pk, err := keys.ParsePublicKey(p.PublicKey); err == nil {
+			in.preKeys[pk] = p
+		}
+	}
+}
+
+func (in *installation) currentPreKey() keys.PublicKey {
+	return keys.PublicKey(in.rec.PreKeys[len(in.rec.PreKeys)-1].PublicKey)
+}
+
+func (in *installation) supervisor(ctx actor.Context, peer keys.PublicKey) *actor.PID {
+	if pid := in.supervisors[peer]; pid != nil {
+		return pid
+	}
+	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor {
+		return &sessionSupervisor{deps: in.deps, local: in.id, identity: in.identity, peer: peer}
+	}))
+	in.supervisors[peer] = pid
+	return pid
+}
+
+// activeDevices are the installations of identity to send to: enabled, most
+// recently active first, at most MaxInstallations, never this installation
+// (status-compat.md §8.1 step 1, §9).
+func (in *installation) activeDevices(identity keys.PublicKey) []*messages.DeviceRecord {
+	var out []*messages.DeviceRecord
+	for k, d := range in.devices {
+		if k.identity == identity && d.Enabled && !(identity == in.identity.Public && k.installation == in.id) {
+			out = append(out, d)
+		}
+	}
+	slices.SortFunc(out, func(a, b *messages.DeviceRecord) int {
+		if a.Timestamp != b.Timestamp {
+			if a.Timestamp > b.Timestamp {
+				return -1
+			}
+			return 1
+		}
+		return bytes.Compare([]byte(a.InstallationId), []byte(b.InstallationId))
+	})
+	if len(out) > in.deps.cfg.MaxInstallations {
+		out = out[:in.deps.cfg.MaxInstallations]
+	}
+	return out
+}
+
+// pairedDevices are our own other installations that the user enabled.
+func (in *installation) pairedDevices() []*messages.DeviceRecord {
+	return in.activeDevices(in.identity.Public)
+}
+
+// ---- receiving ----
+
+// receive handles one verified transport delivery (status-compat.md §8.2).
+// It answers the Engine with Processed once everything the message caused
+// is done, so a caller that waits sees a quiescent installation.
+func (in *installation) receive(ctx actor.Context, env *messages.IncomingEnvelope) {
+	sender, err := keys.ParsePublicKey(env.Sender)
+	if err != nil {
+		ctx.Respond(&messages.Processed{Error: messages.ErrorCode_MALFORMED})
+		return
+	}
+	public := len(env.Recipient) == 0
+	if !public && !bytes.Equal(env.Recipient, in.identity.Public[:]) {
+		ctx.Respond(&messages.Processed{}) // another identity on the same partition topic
+		return
+	}
+	var pm messages.ProtocolMessage
+	if err := proto.Unmarshal(env.Payload, &pm); err != nil {
+		// Status passes payloads that are not a ProtocolMessage on to the
+		// application unwrapped (status-compat.md §1, SkipEncryptionLayer).
+		in.deps.stats.unwrapped.Add(1)
+		in.deliver(Message{Kind: KindUnwrapped, Sender: sender, Payload: env.Payload, ID: env.EnvelopeId, Topic: env.Topic})
+		ctx.Respond(&messages.Processed{})
+		return
+	}
+	if sender == in.identity.Public && pm.InstallationId == in.id {
+		ctx.Respond(&messages.Processed{}) // our own message, echoed
+		return
+	}
+	if pm.InstallationId == "" || len(pm.InstallationId) > bundle.MaxInstallationIDLength {
+		in.malformed(ctx, "missing or oversized installation id")
+		return
+	}
+	for _, b := range pm.Bundles {
+		in.processBundle(ctx, sender, b)
+	}
+	if len(pm.PublicMessage) > 0 || public {
+		if len(pm.PublicMessage) > 0 {
+			in.deliver(Message{Kind: KindPublic, Sender: sender, SenderInstallation: pm.InstallationId, Payload: pm.PublicMessage, ID: env.EnvelopeId, Topic: env.Topic})
+		}
+		ctx.Respond(&messages.Processed{})
+		return
+	}
+	from := deviceKey{sender, pm.InstallationId}
+	entry := pm.EncryptedMessage[in.id]
+	if entry == nil {
+		entry = pm.EncryptedMessage[noneKey]
+	}
+	switch {
+	case entry == nil:
+		// Addressed to our identity but not to this device: the sender does
+		// not know it (a partitioned or new device). Answer with our bundle
+		// (5/SECURE-TRANSPORT "Partitioned devices").
+		respondTo := ctx.Sender()
+		processed := func() {
+			if respondTo != nil {
+				ctx.Send(respondTo, &messages.Processed{})
+			}
+		}
+		if len(pm.EncryptedMessage) == 0 {
+			processed()
+			return
+		}
+		in.deps.stats.notForDevice.Add(1)
+		in.advertise(ctx, from, "device not addressed", processed)
+	case entry.DrHeader != nil:
+		in.receiveRatchet(ctx, env, &pm, entry, sender)
+	case entry.DhHeader != nil:
+		in.receiveDH(ctx, env, &pm, entry, sender)
+	case entry.HrHeader != nil:
+		// Hash-ratchet (group) messages are parsed but not decrypted yet.
+		in.deps.stats.unsupported.Add(1)
+		ctx.Respond(&messages.Processed{})
+	default:
+		in.malformed(ctx, "entry without a key header")
+	}
+}
+
+func (in *installation) malformed(ctx actor.Context, why string) {
+	in.deps.stats.malformed.Add(1)
+	in.deps.log.Debug("malformed message dropped", "installation", in.id, "reason", why)
+	ctx.Respond(&messages.Processed{Error: messages.ErrorCode_MALFORMED, Detail: why})
+}
+
+// processBundle verifies a received bundle before anything of it is used or
+// stored, and rejects a bundle that is not the sender's own (X3DH §3.3;
+// status-compat.md §4.4: Status checks neither first).
+func (in *installation) processBundle(ctx actor.Context, sender keys.PublicKey, b *messages.Bundle) {
+	v, err := bundle.Verifier{MaxEntries: in.deps.cfg.MaxBundleEntries}.Verify(b)
+	if err != nil {
+		in.deps.stats.badBundles.Add(1)
+		in.deps.log.Debug("bundle rejected", "err", err)
+		return
+	}
+	if v.Identity != sender {
+		in.deps.stats.badBundles.Add(1)
+		in.deps.log.Debug("bundle of another identity rejected", "bundle", v.Identity.String(), "sender", sender.String())
+		return
+	}
+	in.storeBundle(ctx, v)
+}
+
+// storeBundle records a verified bundle's installations (status-compat.md
+// §4.5): new installations of other identities are enabled, our own start
+// disabled (pairing needs approval, §9); a higher version, or a different
+// prekey in a newer bundle (a device that lost its state), replaces the
+// installation's prekey and so expires the old one for sending (re-keying,
+// §10.2); activity is the newest bundle timestamp.
+func (in *installation) storeBundle(ctx actor.Context, v *bundle.Verified) {
+	own := v.Identity == in.identity.Public
+	var writes []persistence.Write
+	pairedChanged := false
+	for _, e := range v.Entries {
+		if own && e.InstallationID == in.id {
+			continue
+		}
+		k := deviceKey{v.Identity, e.InstallationID}
+		d := in.devices[k]
+		changed := false
+		if d == nil {
+			d = &messages.DeviceRecord{
+				Identity: v.Identity[:], InstallationId: e.InstallationID, SignedPreKey: e.SignedPreKey[:],
+				Version: e.Version, ProtocolVersion: e.ProtocolVersion, Timestamp: v.Timestamp,
+				BundleTimestamp: v.Timestamp, Enabled: !own,
+			}
+			changed = true
+		} else {
+			d = proto.Clone(d).(*messages.DeviceRecord)
+			newKey := !bytes.Equal(d.SignedPreKey, e.SignedPreKey[:])
+			if e.Version > d.Version || (newKey && v.Timestamp > d.BundleTimestamp) {
+				d.SignedPreKey, d.Version, d.BundleTimestamp = e.SignedPreKey[:], e.Version, v.Timestamp
+				changed = true
+			}
+			if v.Timestamp > d.Timestamp {
+				d.Timestamp = v.Timestamp
+				changed = true
+			}
+			if e.ProtocolVersion > d.ProtocolVersion {
+				d.ProtocolVersion = e.ProtocolVersion
+				changed = true
+			}
+		}
+		if !changed {
+			continue
+		}
+		val, err := proto.Marshal(d)
+		if err != nil {
+			continue
+		}
+		writes = append(writes, persistence.Write{Key: persistence.DeviceKey(in.id, v.Identity[:], e.InstallationID), Value: val})
+		in.devices[k] = d
+		pairedChanged = pairedChanged || (own && d.Enabled)
+	}
+	if len(writes) > 0 {
+		if err := in.deps.store.Commit(writes); err != nil {
+			in.deps.log.Warn("device registry not persisted", "err", err)
+		}
+	}
+	if pairedChanged {
+		ctx.Send(in.publisher, &messages.PairedDevices{Devices: in.pairedDevices()})
+	}
+}
+
+func (in *installation) receiveDH(ctx actor.Context, env *messages.IncomingEnvelope, pm *messages.ProtocolMessage, e *messages.EncryptedMessageProtocol, sender keys.PublicKey) {
+	ek, err := keys.ParsePublicKey(e.DhHeader.Key)
+	if err != nil {
+		in.malformed(ctx, "dh header key: "+err.Error())
+		return
+	}
+	pt, err := dhfallback.Open(in.identity.Private, ek, e.Payload)
+	if err != nil {
+		in.deps.stats.decryptFailures.Add(1)
+		ctx.Respond(&messages.Processed{Error: messages.ErrorCode_INVALID_MAC, Detail: err.Error()})
+		return
+	}
+	if len(pt) == 0 {
+		// An empty DH payload is a bundle advertisement: the sender's
+		// installation does not have (or lost) the sessions we send on, so
+		// the next send to it starts a fresh X3DH. Only the holder of the
+		// sender's identity key can sign the envelope that triggers this.
+		ctx.Send(in.supervisor(ctx, sender), &messages.ResetSending{PeerInstallationId: pm.InstallationId})
+	} else {
+		in.deliver(Message{Kind: KindDirect, Sender: sender, SenderInstallation: pm.InstallationId, Payload: pt, ID: env.EnvelopeId, Topic: env.Topic, NoForwardSecrecy: true})
+	}
+	ctx.Respond(&messages.Processed{})
+}
+
+func (in *installation) receiveRatchet(ctx actor.Context, env *messages.IncomingEnvelope, pm *messages.ProtocolMessage, e *messages.EncryptedMessageProtocol, sender keys.PublicKey) {
+	req := &messages.DecryptRequest{PeerInstallationId: pm.InstallationId, Message: e}
+	if h := e.X3DhHeader; h != nil {
+		if pk, err := keys.ParsePublicKey(h.Id); err == nil {
+			req.SignedPreKey = in.preKeys[pk]
+		}
+	}
+	respondTo := ctx.Sender()
+	from := deviceKey{sender, pm.InstallationId}
+	f := ctx.RequestFuture(in.supervisor(ctx, sender), req, in.deps.cfg.RequestTimeout)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		r, _ := res.(*messages.DecryptResponse)
+		code := messages.ErrorCode_TIMEOUT
+		detail := ""
+		if err == nil && r != nil {
+			code, detail = r.Error, r.Detail
+		}
+		switch code {
+		case messages.ErrorCode_OK:
+			in.deps.stats.decrypted.Add(1)
+			in.deliver(Message{Kind: KindDirect, Sender: sender, SenderInstallation: pm.InstallationId, Payload: r.Plaintext, ID: env.EnvelopeId, Topic: env.Topic})
+		case messages.ErrorCode_DUPLICATE:
+			in.deps.stats.duplicates.Add(1)
+		default:
+			in.deps.stats.decryptFailures.Add(1)
+			in.deps.log.Debug("decrypt failed", "installation", in.id, "from", pm.InstallationId, "code", code.String(), "detail", detail)
+		}
+		processed := func() {
+			if respondTo != nil {
+				ctx.Send(respondTo, &messages.Processed{Error: code, Detail: detail})
+			}
+		}
+		if code == messages.ErrorCode_NO_SESSION || code == messages.ErrorCode_INVALID_MAC {
+			// The sender uses a session we do not have (we lost our state,
+			// or it is another of our installations' session): answer with
+			// our current bundle so it starts a new one (account recovery;
+			// rate-limited).
+			in.advertise(ctx, from, "decrypt failed: "+code.String(), processed)
+			return
+		}
+		processed()
+	})
+}
+
+// advertise sends a peer installation an empty DH message that carries our
+// bundle, at most once per BundleAdvertInterval (status-compat.md §10.3:
+// Status accepts it; the payload decrypts to nothing and the bundle is
+// stored).
+// done runs once the advert is published (or skipped).
+func (in *installation) advertise(ctx actor.Context, to deviceKey, why string, done func()) {
+	now := in.deps.cfg.Clock()
+	if last, ok := in.lastAdvert[to]; ok && now.Sub(last) < in.deps.cfg.BundleAdvertInterval {
+		done()
+		return
+	}
+	in.lastAdvert[to] = now
+	in.deps.stats.adverts.Add(1)
+	in.deps.log.Debug("advertising bundle", "installation", in.id, "to", to.installation, "why", why)
+	in.withBundle(ctx, func(b *messages.BundleReply) {
+		defer done()
+		ek, payload, err := dhfallback.Seal(in.deps.cfg.Rand, to.identity, nil)
+		if err != nil {
+			return
+		}
+		pm := &messages.ProtocolMessage{
+			InstallationId:   in.id,
+			Bundles:          bundles(b),
+			EncryptedMessage: map[string]*messages.EncryptedMessageProtocol{noneKey: {DhHeader: &messages.DHHeader{Key: ek[:]}, Payload: payload}},
+		}
+		if err := in.publish(to.identity, pm); err != nil {
+			in.deps.log.Warn("bundle advert not published", "err", err)
+		}
+	})
+}
+
+// ---- sending ----
+
+// sendGroup is one ProtocolMessage being assembled: the peer's copy or the
+// copy for our own paired installations.
+type sendGroup struct {
+	to      keys.PublicKey
+	entries map[string]*messages.EncryptedMessageProtocol
+	failed  []string
+}
+
+// send encrypts for the peer's active installations and our own paired
+// ones, waits until every new state is durable (each PeerSession commits
+// before answering), then publishes (status-compat.md §8.1).
+func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
+	respondTo := ctx.Sender()
+	report := &messages.SendReport{}
+	reply := func() {
+		if respondTo != nil {
+			ctx.Send(respondTo, report)
+		}
+	}
+	if cmd.PublicTopic != "" {
+		in.withBundle(ctx, func(b *messages.BundleReply) {
+			pm := &messages.ProtocolMessage{InstallationId: in.id, Bundles: bundles(b), PublicMessage: cmd.Payload}
+			if err := in.publishOn(transport.PublicTopic(cmd.PublicTopic), nil, pm); err != nil {
+				report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
+			} else {
+				report.Envelopes = 1
+			}
+			reply()
+		})
+		return
+	}
+	peer, err := keys.ParsePublicKey(cmd.PeerIdentity)
+	if err != nil {
+		report.Error, report.Detail = messages.ErrorCode_MALFORMED, err.Error()
+		reply()
+		return
+	}
+	if cmd.Advertise {
+		delete(in.lastAdvert, deviceKey{peer, ""})
+		report.Envelopes = 1
+		in.advertise(ctx, deviceKey{peer, ""}, "requested", reply)
+		return
+	}
+	groups := []*sendGroup{{to: peer, entries: map[string]*messages.EncryptedMessageProtocol{}}}
+	if peer != in.identity.Public {
+		groups = append(groups, &sendGroup{to: in.identity.Public, entries: map[string]*messages.EncryptedMessageProtocol{}})
+	}
+	// Ask for the bundle first: a rotation it triggers changes our current
+	// SPK only for the next message (Status encrypts before addBundle, §4.2).
+	bundleF := ctx.RequestFuture(in.publisher, &messages.BundleRequest{NowUnixNano: in.deps.cfg.Clock().UnixNano()}, in.deps.cfg.RequestTimeout)
+	type pendingEncrypt struct {
+		g *sendGroup
+		f actor.Future
+	}
+	var pending []pendingEncrypt
+	own := in.currentPreKey()
+	for _, g := range groups {
+		for _, d := range in.activeDevices(g.to) {
+			req := &messages.EncryptRequest{PeerInstallationId: d.InstallationId, PeerSignedPreKey: d.SignedPreKey, OwnSignedPreKey: own[:], Payload: cmd.Payload}
+			pending = append(pending, pendingEncrypt{g, ctx.RequestFuture(in.supervisor(ctx, g.to), req, in.deps.cfg.RequestTimeout)})
+		}
+	}
+	remaining := len(pending) + 1
+	var bundleReply *messages.BundleReply
+	finish := func() {
+		remaining--
+		if remaining > 0 {
+			return
+		}
+		for i, g := range groups {
+			if len(g.entries) == 0 {
+				if i > 0 || len(g.failed) > 0 {
+					continue // no paired device; or every installation failed
+				}
+				// No installation of the peer is known: DH fallback under
+				// "none" (status-compat.md §7).
+				ek, payload, err := dhfallback.Seal(in.deps.cfg.Rand, g.to, cmd.Payload)
+				if err != nil {
+					report.Error, report.Detail = codeOf(err), err.Error()
+					continue
+				}
+				g.entries[noneKey] = &messages.EncryptedMessageProtocol{DhHeader: &messages.DHHeader{Key: ek[:]}, Payload: payload}
+				report.DhFallback = true
+			}
+			pm := &messages.ProtocolMessage{InstallationId: in.id, Bundles: bundles(bundleReply), EncryptedMessage: g.entries}
+			if err := in.publish(g.to, pm); err != nil {
+				report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
+				continue
+			}
+			report.Envelopes++
+		}
+		if report.Error == messages.ErrorCode_OK && len(report.Failed) > 0 && len(report.Installations) == 0 && !report.DhFallback {
+			report.Error, report.Detail = messages.ErrorCode_NO_SESSION, "no installation of the peer could be encrypted for"
+		}
+		reply()
+	}
+	ctx.ReenterAfter(bundleF, func(res any, err error) {
+		bundleReply, _ = res.(*messages.BundleReply)
+		finish()
+	})
+	for _, p := range pending {
+		ctx.ReenterAfter(p.f, func(res any, err error) {
+			r, _ := res.(*messages.EncryptResponse)
+			switch {
+			case err == nil && r != nil && r.Error == messages.ErrorCode_OK:
+				p.g.entries[r.PeerInstallationId] = r.Message
+				report.Installations = append(report.Installations, r.PeerInstallationId)
+			case r != nil:
+				p.g.failed = append(p.g.failed, r.PeerInstallationId)
+				report.Failed = append(report.Failed, r.PeerInstallationId)
+				in.deps.log.Debug("encrypt failed", "installation", in.id, "to", r.PeerInstallationId, "code", r.Error.String(), "detail", r.Detail)
+			default:
+				p.g.failed = append(p.g.failed, "?")
+				report.Failed = append(report.Failed, "?")
+			}
+			finish()
+		})
+	}
+}
+
+// withBundle runs fn with the bundle to attach now.
+func (in *installation) withBundle(ctx actor.Context, fn func(*messages.BundleReply)) {
+	f := ctx.RequestFuture(in.publisher, &messages.BundleRequest{NowUnixNano: in.deps.cfg.Clock().UnixNano()}, in.deps.cfg.RequestTimeout)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		b, _ := res.(*messages.BundleReply)
+		fn(b)
+	})
+}
+
+func bundles(b *messages.BundleReply) []*messages.Bundle {
+	if b == nil || b.Bundle == nil {
+		return nil
+	}
+	return []*messages.Bundle{b.Bundle}
+}
+
+// publish sends a ProtocolMessage to an identity on its partitioned topic.
+func (in *installation) publish(to keys.PublicKey, pm *messages.ProtocolMessage) error {
+	return in.publishOn(transport.PartitionedTopic(to), &to, pm)
+}
+
+func (in *installation) publishOn(topic string, to *keys.PublicKey, pm *messages.ProtocolMessage) error {
+	payload, err := proto.Marshal(pm)
+	if err != nil {
+		return err
+	}
+	env, err := transport.Seal(in.identity.Private, topic, to, payload)
+	if err != nil {
+		return err
+	}
+	in.deps.stats.published.Add(1)
+	return in.deps.tr.Publish(env)
+}
+
+// ---- device registry ----
+
+func (in *installation) listDevices(q *messages.DevicesQuery) *messages.DeviceList {
+	out := &messages.DeviceList{}
+	for _, d := range in.devices {
+		if len(q.Identity) == 0 || bytes.Equal(q.Identity, d.Identity) {
+			out.Devices = append(out.Devices, proto.Clone(d).(*messages.DeviceRecord))
+		}
+	}
+	slices.SortFunc(out.Devices, func(a, b *messages.DeviceRecord) int {
+		if c := bytes.Compare(a.Identity, b.Identity); c != 0 {
+			return c
+		}
+		return bytes.Compare([]byte(a.InstallationId), []byte(b.InstallationId))
+	})
+	return out
+}
+
+// setEnabled approves (pairs) or disables a device. Disabling one of our own
+// installations removes it from our bundle (status-compat.md §9).
+func (in *installation) setEnabled(ctx actor.Context, m *messages.SetDeviceEnabled) *messages.Ack {
+	id, err := keys.ParsePublicKey(m.Identity)
+	if err != nil {
+		return &messages.Ack{Error: messages.ErrorCode_MALFORMED, Detail: err.Error()}
+	}
+	k := deviceKey{id, m.InstallationId}
+	d := in.devices[k]
+	if d == nil {
+		return &messages.Ack{Error: messages.ErrorCode_NO_SESSION, Detail: "unknown device"}
+	}
+	d = proto.Clone(d).(*messages.DeviceRecord)
+	d.Enabled = m.Enabled
+	v, err := proto.Marshal(d)
+	if err == nil {
+		err = in.deps.store.Commit([]persistence.Write{{Key: persistence.DeviceKey(in.id, m.Identity, m.InstallationId), Value: v}})
+	}
+	if err != nil {
+		return &messages.Ack{Error: messages.ErrorCode_STORE, Detail: err.Error()}
+	}
+	in.devices[k] = d
+	if id == in.identity.Public {
+		ctx.Send(in.publisher, &messages.PairedDevices{Devices: in.pairedDevices()})
+	}
+	return &messages.Ack{}
+}
+
+// importBundle takes a bundle obtained out of band (a QR code, the
+// contact-code topic): it is verified and stored like an attached one.
+func (in *installation) importBundle(ctx actor.Context, m *messages.ImportBundle) *messages.Ack {
+	v, err := bundle.Verifier{MaxEntries: in.deps.cfg.MaxBundleEntries}.Verify(m.Bundle)
+	if err != nil {
+		in.deps.stats.badBundles.Add(1)
+		return &messages.Ack{Error: messages.ErrorCode_MALFORMED, Detail: err.Error()}
+	}
+	in.storeBundle(ctx, v)
+	return &messages.Ack{}
+}
+
+func (in *installation) deliver(m Message) {
+	m.Recipient = in.identity.Public
+	m.RecipientInstallation = in.id
+	in.deps.deliver(m)
+}

@@ -1,0 +1,325 @@
+package actors
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ratchetd/ratchetd/crypto/keys"
+	"github.com/ratchetd/ratchetd/crypto/ratchet"
+	"github.com/ratchetd/ratchetd/messages"
+	"github.com/ratchetd/ratchetd/persistence"
+)
+
+// peerSession is the PeerSession actor: the only writer of one ratchet
+// session (peer identity, peer installation, bundle id). Encrypt and decrypt
+// are serialised by its mailbox. It loads its state from the store when it
+// starts (and so after a restart), and commits every new state to the store
+// before it answers: no ciphertext leaves, and no plaintext is handed on,
+// before the state that produced it is durable.
+type peerSession struct {
+	deps     *deps
+	local    string
+	peer     keys.PublicKey
+	storeKey []byte
+
+	rec  *messages.SessionRecord // nil: no session yet (a responder candidate)
+	sess *ratchet.Session
+}
+
+func (s *peerSession) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		if err := s.load(); err != nil {
+			// A corrupt record is reported with its key and skipped: the
+			// session re-establishes through the recovery flow.
+			s.deps.log.Warn("session record unreadable; starting empty", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
+			s.rec, s.sess = nil, nil
+		}
+	case *messages.EncryptRequest:
+		ctx.Respond(s.encrypt(ctx, m))
+	case *messages.DecryptRequest:
+		ctx.Respond(s.decrypt(ctx, m))
+	}
+}
+
+func (s *peerSession) load() error {
+	raw, err := s.deps.store.Get(s.storeKey)
+	if errors.Is(err, persistence.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var rec messages.SessionRecord
+	if err := proto.Unmarshal(raw, &rec); err != nil {
+		return err
+	}
+	var snaps []*messages.SkippedKey
+	err = s.deps.store.Scan(persistence.SkippedPrefix(s.storeKey), func(_, v []byte) error {
+		var k messages.SkippedKey
+		if err := proto.Unmarshal(v, &k); err != nil {
+			return err
+		}
+		snaps = append(snaps, &k)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return s.use(&rec, snaps)
+}
+
+func (s *peerSession) use(rec *messages.SessionRecord, skipped []*messages.SkippedKey) error {
+	st, err := ratchet.StateFromSnapshot(rec.GetState(), s.deps.cfg.Ratchet)
+	if err != nil {
+		return err
+	}
+	sk, err := ratchet.SkippedKeysFromSnapshot(skipped, st.KeysCount, s.deps.cfg.Ratchet)
+	if err != nil {
+		return err
+	}
+	s.rec = rec
+	s.sess = &ratchet.Session{State: st, Skipped: sk, Limits: s.deps.cfg.Ratchet}
+	return nil
+}
+
+func (s *peerSession) bundleID() keys.PublicKey { return keys.PublicKey(s.rec.BundleId) }
+
+func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *messages.EncryptResponse {
+	resp := &messages.EncryptResponse{PeerInstallationId: m.PeerInstallationId}
+	cur, sess := s.rec, s.sess
+	var writes []persistence.Write
+	if m.Reinit != nil {
+		// A fresh X3DH under this key replaces the old session (the same
+		// installation and SPK, after the peer lost its state: §5.4 caveat).
+		// Its skipped keys go in the same commit as the first message.
+		st, err := ratchet.StateFromSnapshot(m.Reinit.State, s.deps.cfg.Ratchet)
+		if err != nil {
+			resp.Error, resp.Detail = messages.ErrorCode_INTERNAL, err.Error()
+			return resp
+		}
+		old, err := s.skippedKeys()
+		if err != nil {
+			resp.Error, resp.Detail = messages.ErrorCode_STORE, err.Error()
+			return resp
+		}
+		for _, k := range old {
+			writes = append(writes, persistence.Write{Key: k, Delete: true})
+		}
+		cur, sess = m.Reinit, &ratchet.Session{State: st, Limits: s.deps.cfg.Ratchet}
+	}
+	if sess == nil {
+		resp.Error, resp.Detail = messages.ErrorCode_NO_SESSION, "no session state"
+		return resp
+	}
+	next, h, ct, err := ratchet.Encrypt(&sess.State, m.Payload)
+	if err != nil {
+		resp.Error, resp.Detail = codeOf(err), err.Error()
+		return resp
+	}
+	rec := proto.Clone(cur).(*messages.SessionRecord)
+	rec.State = next.Snapshot()
+	w, err := recordWrite(s.storeKey, rec)
+	if err == nil {
+		err = s.deps.store.Commit(append(writes, w))
+	}
+	if err != nil {
+		resp.Error, resp.Detail = messages.ErrorCode_STORE, err.Error()
+		return resp
+	}
+	sess.State = next
+	s.rec, s.sess = rec, sess
+	if m.Reinit != nil {
+		s.notify(ctx)
+	}
+	bid := s.bundleID()
+	resp.Message = &messages.EncryptedMessageProtocol{DrHeader: h.Proto(bid), Payload: ct}
+	if s.rec.Initiator && !s.rec.Confirmed {
+		// Repeated until the peer's first ratchet message on this session
+		// (status-compat.md §5.3).
+		resp.Message.X3DhHeader = &messages.X3DHHeader{Key: s.rec.EphemeralKey, Id: bid[:]}
+	}
+	return resp
+}
+
+func (s *peerSession) decrypt(ctx actor.Context, m *messages.DecryptRequest) *messages.DecryptResponse {
+	resp := &messages.DecryptResponse{}
+	h, bid, err := ratchet.ParseHeader(m.GetMessage().GetDrHeader())
+	if err != nil {
+		resp.Error, resp.Detail = codeOf(err), err.Error()
+		return resp
+	}
+	resp.BundleId = bid[:]
+	payload := m.GetMessage().GetPayload()
+
+	if len(m.FreshSymmetricKey) == 32 && (s.rec == nil || !keysEqual(s.rec.PeerEphemeralKey, m.FreshPeerEphemeral)) {
+		// A new X3DH on this session's id (first contact, or the peer lost
+		// its state and initiated again): decrypt with a fresh responder
+		// state, and keep it only if the message authenticates (X3DH §3.3).
+		return s.decryptFresh(ctx, m, h, payload, resp)
+	}
+	if s.sess == nil {
+		resp.Error, resp.Detail = messages.ErrorCode_NO_SESSION, "no session for this bundle id"
+		return resp
+	}
+	r, err := ratchet.Decrypt(&s.sess.State, &s.sess.Skipped, h, payload, s.deps.cfg.Ratchet, s.deps.cfg.Rand)
+	if err != nil {
+		resp.Error, resp.Detail = codeOf(err), err.Error()
+		return resp
+	}
+	var usedSeq uint64
+	if r.UsedOK {
+		k, _ := s.sess.Skipped.Lookup(r.Used)
+		usedSeq = k.Seq
+	}
+	confirmed := s.rec.Confirmed || s.rec.Initiator
+	rec := s.record(&r.Next, confirmed)
+	evicted := s.sess.Apply(r)
+	writes, err := s.decryptWrites(rec, r, usedSeq, evicted)
+	if err == nil {
+		err = s.deps.store.Commit(writes)
+	}
+	if err != nil {
+		// The in-memory state ran ahead of the store: go back to the last
+		// durable snapshot.
+		if lerr := s.load(); lerr != nil {
+			s.rec, s.sess = nil, nil
+		}
+		resp.Error, resp.Detail = messages.ErrorCode_STORE, err.Error()
+		return resp
+	}
+	changed := confirmed != s.rec.Confirmed
+	s.rec = rec
+	if changed {
+		s.notify(ctx)
+	}
+	resp.Plaintext = r.Plaintext
+	return resp
+}
+
+func (s *peerSession) decryptFresh(ctx actor.Context, m *messages.DecryptRequest, h ratchet.Header, payload []byte, resp *messages.DecryptResponse) *messages.DecryptResponse {
+	spkPriv, err := keys.ParsePrivateKey(m.GetSignedPreKey().GetPrivateKey())
+	if err != nil {
+		resp.Error, resp.Detail = messages.ErrorCode_NO_SESSION, "unknown signed prekey"
+		return resp
+	}
+	spk, err := spkPriv.KeyPair()
+	if err != nil {
+		resp.Error, resp.Detail = messages.ErrorCode_INTERNAL, err.Error()
+		return resp
+	}
+	fresh := ratchet.Session{State: ratchet.NewResponder(ratchet.RootKey(m.FreshSymmetricKey), spk), Limits: s.deps.cfg.Ratchet}
+	r, err := ratchet.Decrypt(&fresh.State, &fresh.Skipped, h, payload, s.deps.cfg.Ratchet, s.deps.cfg.Rand)
+	if err != nil {
+		resp.Error, resp.Detail = codeOf(err), err.Error()
+		return resp
+	}
+	fresh.Apply(r)
+	rec := &messages.SessionRecord{
+		PeerIdentity:       s.peer[:],
+		PeerInstallationId: m.PeerInstallationId,
+		BundleId:           resp.BundleId,
+		SymmetricKey:       m.FreshSymmetricKey,
+		PeerEphemeralKey:   m.FreshPeerEphemeral,
+		Confirmed:          true,
+	}
+	rec.State = r.Next.Snapshot()
+	// The old state under this id is replaced: delete its skipped keys.
+	var writes []persistence.Write
+	old, err := s.skippedKeys()
+	for _, k := range old {
+		writes = append(writes, persistence.Write{Key: k, Delete: true})
+	}
+	more, err2 := s.decryptWrites(rec, r, 0, nil)
+	err = errors.Join(err, err2)
+	if err == nil {
+		writes = append(writes, more...)
+		err = s.deps.store.Commit(writes)
+	}
+	if err != nil {
+		resp.Error, resp.Detail = messages.ErrorCode_STORE, err.Error()
+		return resp
+	}
+	s.rec, s.sess = rec, &fresh
+	s.notify(ctx)
+	resp.Plaintext = r.Plaintext
+	return resp
+}
+
+// skippedKeys lists the store keys of this session's skipped keys.
+func (s *peerSession) skippedKeys() ([][]byte, error) {
+	var out [][]byte
+	err := s.deps.store.Scan(persistence.SkippedPrefix(s.storeKey), func(k, _ []byte) error {
+		out = append(out, bytes.Clone(k))
+		return nil
+	})
+	return out, err
+}
+
+// record builds the session record for a new state.
+func (s *peerSession) record(st *ratchet.State, confirmed bool) *messages.SessionRecord {
+	rec := proto.Clone(s.rec).(*messages.SessionRecord)
+	rec.State = st.Snapshot()
+	rec.Confirmed = confirmed
+	return rec
+}
+
+// decryptWrites is one atomic commit: the session record, the new skipped
+// keys, and the deletion of the consumed and evicted ones.
+func (s *peerSession) decryptWrites(rec *messages.SessionRecord, r *ratchet.Result, usedSeq uint64, evicted []ratchet.SkippedKey) ([]persistence.Write, error) {
+	w, err := recordWrite(s.storeKey, rec)
+	if err != nil {
+		return nil, err
+	}
+	writes := []persistence.Write{w}
+	for _, k := range r.Skipped {
+		v, err := proto.Marshal(&messages.SkippedKey{RatchetKey: k.RatchetKey[:], N: k.N, MessageKey: k.Key[:], Seq: k.Seq})
+		if err != nil {
+			return nil, err
+		}
+		writes = append(writes, persistence.Write{Key: persistence.SkippedKey(s.storeKey, k.Seq), Value: v})
+	}
+	if r.UsedOK {
+		writes = append(writes, persistence.Write{Key: persistence.SkippedKey(s.storeKey, usedSeq), Delete: true})
+	}
+	for _, k := range evicted {
+		writes = append(writes, persistence.Write{Key: persistence.SkippedKey(s.storeKey, k.Seq), Delete: true})
+	}
+	return writes, nil
+}
+
+// notify tells the supervisor what its routing and tie-break need. It is
+// sent before the reply, so the supervisor sees it before any request that
+// follows the reply.
+func (s *peerSession) notify(ctx actor.Context) {
+	ctx.Send(ctx.Parent(), &messages.SessionUpdate{
+		PeerInstallationId: s.rec.PeerInstallationId,
+		BundleId:           s.rec.BundleId,
+		Initiator:          s.rec.Initiator,
+		SymmetricKey:       s.rec.SymmetricKey,
+		PeerEphemeralKey:   s.rec.PeerEphemeralKey,
+		Confirmed:          s.rec.Confirmed,
+	})
+}
+
+func recordWrite(k []byte, rec *messages.SessionRecord) (persistence.Write, error) {
+	v, err := proto.Marshal(rec)
+	if err != nil {
+		return persistence.Write{}, err
+	}
+	return persistence.Write{Key: k, Value: v}, nil
+}
+
+func keysEqual(a, b []byte) bool {
+	return len(a) == len(b) && keys.PublicKey(pad33(a)).Equal(keys.PublicKey(pad33(b)))
+}
+
+func pad33(b []byte) [keys.PublicKeySize]byte {
+	var k [keys.PublicKeySize]byte
+	copy(k[:], b)
+	return k
+}

@@ -1,0 +1,267 @@
+package actors
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ratchetd/ratchetd/crypto/keys"
+	"github.com/ratchetd/ratchetd/crypto/ratchet"
+	"github.com/ratchetd/ratchetd/crypto/x3dh"
+	"github.com/ratchetd/ratchetd/messages"
+	"github.com/ratchetd/ratchetd/persistence"
+)
+
+// sessionKey names a session among one peer identity's: Status keys them by
+// (peer identity, peer installation, bundle id) (status-compat.md §17.10).
+type sessionKey struct {
+	installation string
+	bundleID     keys.PublicKey
+}
+
+// sessionMeta is what the supervisor knows of a committed session.
+type sessionMeta struct {
+	initiator bool
+	sk        [32]byte
+	peerEK    keys.PublicKey
+	confirmed bool
+	// stale: the peer installation asked for our bundle, so it cannot use
+	// this session; it stays decryptable but is not sent on (in memory only:
+	// after a restart the next advert marks it again).
+	stale bool
+}
+
+// sessionSupervisor is the SessionSupervisor actor of one peer identity. It
+// routes each message to the PeerSession named by its bundle id, creates
+// sessions (active X3DH on send, passive X3DH on an X3DH header), breaks
+// ties between concurrent sessions, and restarts a failed session (the
+// default one-for-one strategy), which reloads its last durable snapshot.
+type sessionSupervisor struct {
+	deps     *deps
+	local    string
+	identity keys.KeyPair
+	peer     keys.PublicKey
+
+	meta map[sessionKey]*sessionMeta
+	pids map[sessionKey]*actor.PID
+}
+
+func (s *sessionSupervisor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		s.meta = make(map[sessionKey]*sessionMeta)
+		s.pids = make(map[sessionKey]*actor.PID)
+		s.loadIndex()
+	case *messages.EncryptRequest:
+		s.encrypt(ctx, m)
+	case *messages.DecryptRequest:
+		s.decrypt(ctx, m)
+	case *messages.SessionUpdate:
+		s.update(m)
+	case *messages.ResetSending:
+		for k, meta := range s.meta {
+			if k.installation == m.PeerInstallationId {
+				meta.stale = true
+			}
+		}
+	case *messages.SessionsQuery:
+		ctx.Respond(s.query())
+	case *actor.Terminated:
+		for k, pid := range s.pids {
+			if pid.Equal(m.Who) {
+				delete(s.pids, k)
+			}
+		}
+	}
+}
+
+// loadIndex reads the metadata of every stored session with this peer. A
+// record that cannot be read is reported with its key and left out.
+func (s *sessionSupervisor) loadIndex() {
+	err := s.deps.store.Scan(persistence.SessionPrefix(s.local, s.peer[:]), func(k, v []byte) error {
+		var rec messages.SessionRecord
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			s.deps.log.Warn("session record unreadable; skipped", "key", fmt.Sprintf("%x", k), "err", err)
+			s.deps.stats.corrupt.Add(1)
+			return nil
+		}
+		s.update(&messages.SessionUpdate{
+			PeerInstallationId: rec.PeerInstallationId, BundleId: rec.BundleId, Initiator: rec.Initiator,
+			SymmetricKey: rec.SymmetricKey, PeerEphemeralKey: rec.PeerEphemeralKey, Confirmed: rec.Confirmed,
+		})
+		return nil
+	})
+	if err != nil {
+		s.deps.log.Warn("session index scan failed", "err", err)
+	}
+}
+
+func (s *sessionSupervisor) update(m *messages.SessionUpdate) {
+	bid, err := keys.ParsePublicKey(m.BundleId)
+	if err != nil || len(m.SymmetricKey) != 32 {
+		return
+	}
+	meta := &sessionMeta{initiator: m.Initiator, confirmed: m.Confirmed}
+	copy(meta.sk[:], m.SymmetricKey)
+	if len(m.PeerEphemeralKey) == keys.PublicKeySize {
+		meta.peerEK = keys.PublicKey(m.PeerEphemeralKey)
+	}
+	k := sessionKey{m.PeerInstallationId, bid}
+	if old := s.meta[k]; old != nil && old.sk == meta.sk {
+		meta.stale = old.stale // the same session, updated
+	}
+	s.meta[k] = meta
+}
+
+// sender picks the session to send on for one peer installation
+// (5/SECURE-TRANSPORT "Concurrent sessions"): among the sessions usable for
+// sending — ours as initiator against the installation's current SPK, or
+// ours as responder on our current SPK (status-compat.md §10.2) — the one
+// whose symmetric key comes first in byte order. Both sides apply the same
+// rule to the same two keys, so they converge within one round trip.
+func (s *sessionSupervisor) sender(installation string, peerSPK, ownSPK keys.PublicKey) (sessionKey, bool) {
+	var best sessionKey
+	var bestSK []byte
+	for k, m := range s.meta {
+		if k.installation != installation || m.stale {
+			continue
+		}
+		usable := (m.initiator && !peerSPK.IsZero() && k.bundleID.Equal(peerSPK)) ||
+			(!m.initiator && k.bundleID.Equal(ownSPK))
+		if !usable {
+			continue
+		}
+		if bestSK == nil || bytes.Compare(m.sk[:], bestSK) < 0 {
+			best, bestSK = k, m.sk[:]
+		}
+	}
+	return best, bestSK != nil
+}
+
+func (s *sessionSupervisor) encrypt(ctx actor.Context, m *messages.EncryptRequest) {
+	var peerSPK, ownSPK keys.PublicKey
+	copy(peerSPK[:], m.PeerSignedPreKey)
+	copy(ownSPK[:], m.OwnSignedPreKey)
+	k, ok := s.sender(m.PeerInstallationId, peerSPK, ownSPK)
+	if !ok {
+		if _, err := keys.ParsePublicKey(m.PeerSignedPreKey); err != nil {
+			ctx.Respond(&messages.EncryptResponse{PeerInstallationId: m.PeerInstallationId, Error: messages.ErrorCode_NO_SESSION, Detail: "no signed prekey known for this installation"})
+			return
+		}
+		rec, err := s.initiate(m.PeerInstallationId, peerSPK)
+		if err != nil {
+			ctx.Respond(&messages.EncryptResponse{PeerInstallationId: m.PeerInstallationId, Error: codeOf(err), Detail: err.Error()})
+			return
+		}
+		k = sessionKey{m.PeerInstallationId, peerSPK}
+		// The new session goes to the PeerSession of its key, which replaces
+		// whatever it held there; the supervisor learns of it through the
+		// SessionUpdate sent before the reply.
+		m = proto.Clone(m).(*messages.EncryptRequest)
+		m.Reinit = rec
+		s.deps.stats.x3dhActive.Add(1)
+		ctx.RequestWithCustomSender(s.session(ctx, k), m, ctx.Sender())
+		return
+	}
+	ctx.Forward(s.session(ctx, k))
+}
+
+// initiate runs the active X3DH (status-compat.md §5) and the initiator's
+// initial ratchet state (§6.3) against a peer installation's SPK.
+func (s *sessionSupervisor) initiate(installation string, peerSPK keys.PublicKey) (*messages.SessionRecord, error) {
+	ini, err := x3dh.Initiate(s.deps.cfg.Rand, s.identity.Private, s.peer, peerSPK)
+	if err != nil {
+		return nil, err
+	}
+	st, err := ratchet.NewInitiator(ratchet.RootKey(ini.SK), peerSPK, s.deps.cfg.Rand)
+	if err != nil {
+		return nil, err
+	}
+	return &messages.SessionRecord{
+		PeerIdentity:       s.peer[:],
+		PeerInstallationId: installation,
+		BundleId:           peerSPK[:],
+		Initiator:          true,
+		SymmetricKey:       ini.SK[:],
+		EphemeralKey:       ini.Ephemeral[:],
+		State:              st.Snapshot(),
+	}, nil
+}
+
+func (s *sessionSupervisor) decrypt(ctx actor.Context, m *messages.DecryptRequest) {
+	_, bid, err := ratchet.ParseHeader(m.GetMessage().GetDrHeader())
+	if err != nil {
+		ctx.Respond(&messages.DecryptResponse{Error: messages.ErrorCode_MALFORMED, Detail: err.Error()})
+		return
+	}
+	k := sessionKey{m.PeerInstallationId, bid}
+	meta := s.meta[k]
+	if hdr := m.GetMessage().GetX3DhHeader(); hdr != nil && m.SignedPreKey != nil && bytes.Equal(hdr.Id, bid[:]) {
+		ek, err := keys.ParsePublicKey(hdr.Key)
+		if err != nil {
+			ctx.Respond(&messages.DecryptResponse{Error: messages.ErrorCode_MALFORMED, Detail: "x3dh header: " + err.Error()})
+			return
+		}
+		// Status redoes the passive X3DH on every message that carries the
+		// header (§8.2 step 4); the result only changes with EK_A, so it is
+		// computed only for an EK_A this session was not made from.
+		if meta == nil || meta.initiator || !meta.peerEK.Equal(ek) {
+			spk, err := keys.ParsePrivateKey(m.SignedPreKey.PrivateKey)
+			if err != nil {
+				ctx.Respond(&messages.DecryptResponse{Error: messages.ErrorCode_NO_SESSION, Detail: "unknown signed prekey"})
+				return
+			}
+			sk, err := x3dh.Passive(s.identity.Private, spk, s.peer, ek)
+			if err != nil {
+				ctx.Respond(&messages.DecryptResponse{Error: codeOf(err), Detail: err.Error()})
+				return
+			}
+			m = proto.Clone(m).(*messages.DecryptRequest)
+			m.FreshSymmetricKey, m.FreshPeerEphemeral = sk[:], ek[:]
+			s.deps.stats.x3dhPassive.Add(1)
+			ctx.RequestWithCustomSender(s.session(ctx, k), m, ctx.Sender())
+			return
+		}
+	}
+	if meta == nil {
+		ctx.Respond(&messages.DecryptResponse{Error: messages.ErrorCode_NO_SESSION, Detail: "no session for bundle id " + bid.String()})
+		return
+	}
+	ctx.Forward(s.session(ctx, k))
+}
+
+// session returns the PeerSession actor of a key, spawning it (it loads its
+// state from the store) when it is not running.
+func (s *sessionSupervisor) session(ctx actor.Context, k sessionKey) *actor.PID {
+	if pid := s.pids[k]; pid != nil {
+		return pid
+	}
+	storeKey := persistence.SessionKey(s.local, s.peer[:], k.installation, k.bundleID[:])
+	props := actor.PropsFromProducer(func() actor.Actor {
+		return &peerSession{deps: s.deps, local: s.local, peer: s.peer, storeKey: storeKey}
+	})
+	pid := ctx.Spawn(props)
+	s.pids[k] = pid
+	return pid
+}
+
+func (s *sessionSupervisor) query() *messages.SessionsReply {
+	r := &messages.SessionsReply{}
+	for k, m := range s.meta {
+		r.Sessions = append(r.Sessions, &messages.SessionInfo{
+			PeerInstallationId: k.installation, BundleId: bytes.Clone(k.bundleID[:]),
+			Initiator: m.initiator, Confirmed: m.confirmed,
+		})
+	}
+	sort.Slice(r.Sessions, func(i, j int) bool {
+		a, b := r.Sessions[i], r.Sessions[j]
+		if a.PeerInstallationId != b.PeerInstallationId {
+			return a.PeerInstallationId < b.PeerInstallationId
+		}
+		return bytes.Compare(a.BundleId, b.BundleId) < 0
+	})
+	return r
+}

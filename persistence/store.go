@@ -1,0 +1,194 @@
+// Package persistence is ratchetd's durable state: a small ordered key-value
+// Store interface that the actors use, the key layout they share, and its
+// implementations (in memory here; Badger for durable deployments).
+//
+// Values are protobuf records from messages/. Every Commit is atomic: either
+// all of its writes are visible afterwards or none is, so a ratchet state and
+// what it produced are never half-written.
+package persistence
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"sort"
+	"sync"
+)
+
+// ErrNotFound: no value under the key.
+var ErrNotFound = errors.New("persistence: not found")
+
+// ErrClosed: the store was closed.
+var ErrClosed = errors.New("persistence: store closed")
+
+// Write is one change of a Commit: a put, or a delete when Delete is set.
+type Write struct {
+	Key    []byte
+	Value  []byte
+	Delete bool
+}
+
+// Store is an ordered key-value store with atomic, durable commits.
+type Store interface {
+	// Get returns the value under key, or ErrNotFound.
+	Get(key []byte) ([]byte, error)
+	// Scan calls fn for every key with the prefix, in key order. The slices
+	// are only valid during the call.
+	Scan(prefix []byte, fn func(key, value []byte) error) error
+	// Commit applies the writes atomically; when it returns nil they are
+	// durable.
+	Commit(writes []Write) error
+	Close() error
+}
+
+// Key prefixes: one byte each, then the fields, each length-prefixed so that
+// no key is a prefix of another's field (installation ids are free strings).
+const (
+	prefixInstallation byte = 'i'
+	prefixDevice       byte = 'd'
+	prefixSession      byte = 's'
+	prefixSkipped      byte = 'k'
+)
+
+func appendField(k []byte, f []byte) []byte {
+	k = binary.AppendUvarint(k, uint64(len(f)))
+	return append(k, f...)
+}
+
+func key(prefix byte, fields ...[]byte) []byte {
+	n := 1
+	for _, f := range fields {
+		n += len(f) + 2
+	}
+	k := make([]byte, 1, n)
+	k[0] = prefix
+	for _, f := range fields {
+		k = appendField(k, f)
+	}
+	return k
+}
+
+// InstallationKey is the record of a hosted installation.
+func InstallationKey(installationID string) []byte {
+	return key(prefixInstallation, []byte(installationID))
+}
+
+// InstallationPrefix scans every hosted installation.
+func InstallationPrefix() []byte { return []byte{prefixInstallation} }
+
+// DeviceKey is a known device (peer or own paired installation) of one local
+// installation.
+func DeviceKey(local string, identity []byte, installationID string) []byte {
+	return key(prefixDevice, []byte(local), identity, []byte(installationID))
+}
+
+// DevicePrefix scans every device known to a local installation.
+func DevicePrefix(local string) []byte { return key(prefixDevice, []byte(local)) }
+
+// SessionKey is a ratchet session of a local installation.
+func SessionKey(local string, peer []byte, peerInstallation string, bundleID []byte) []byte {
+	return key(prefixSession, []byte(local), peer, []byte(peerInstallation), bundleID)
+}
+
+// SessionPrefix scans the sessions of a local installation with one peer
+// identity.
+func SessionPrefix(local string, peer []byte) []byte {
+	return key(prefixSession, []byte(local), peer)
+}
+
+// SkippedKey is one skipped message key of a session, ordered by sequence.
+func SkippedKey(session []byte, seq uint64) []byte {
+	k := make([]byte, 0, len(session)+9)
+	k = append(k, prefixSkipped)
+	k = append(k, session[1:]...)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// SkippedPrefix scans the skipped keys of a session, oldest first.
+func SkippedPrefix(session []byte) []byte {
+	k := append([]byte{prefixSkipped}, session[1:]...)
+	return k
+}
+
+// Memory is an in-memory Store, for tests and for engines that need no
+// durability.
+type Memory struct {
+	mu     sync.RWMutex
+	data   map[string][]byte
+	closed bool
+	// Commits counts successful commits (tests).
+	Commits int
+}
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory { return &Memory{data: make(map[string][]byte)} }
+
+func (m *Memory) Get(k []byte) ([]byte, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	v, ok := m.data[string(k)]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return bytes.Clone(v), nil
+}
+
+func (m *Memory) Scan(prefix []byte, fn func(k, v []byte) error) error {
+	m.mu.RLock()
+	if m.closed {
+		m.mu.RUnlock()
+		return ErrClosed
+	}
+	var ks []string
+	for k := range m.data {
+		if bytes.HasPrefix([]byte(k), prefix) {
+			ks = append(ks, k)
+		}
+	}
+	sort.Strings(ks)
+	vs := make([][]byte, len(ks))
+	for i, k := range ks {
+		vs[i] = bytes.Clone(m.data[k])
+	}
+	m.mu.RUnlock()
+	for i, k := range ks {
+		if err := fn([]byte(k), vs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Memory) Commit(ws []Write) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	for _, w := range ws {
+		if w.Delete {
+			delete(m.data, string(w.Key))
+		} else {
+			m.data[string(w.Key)] = bytes.Clone(w.Value)
+		}
+	}
+	m.Commits++
+	return nil
+}
+
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	return nil
+}
+
+// Len is the number of records (tests).
+func (m *Memory) Len() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.data)
+}

@@ -1,0 +1,466 @@
+// Package ratchetd is the embedding API of the ratchetd engine: open an
+// engine, create or load accounts (installations), send Status-compatible
+// end-to-end encrypted messages, and receive decrypted ones.
+//
+// An Engine hosts any number of installations — a bot backend runs thousands
+// of accounts in one process — each with its own identity key, installation
+// id, device registry and ratchet sessions, all run by protoactor-go actors
+// (package actors). Nothing a peer sends can crash the engine: a malformed
+// message is counted (Stats) and dropped with a logged reason.
+package ratchetd
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ratchetd/ratchetd/actors"
+	"github.com/ratchetd/ratchetd/crypto/bundle"
+	"github.com/ratchetd/ratchetd/crypto/keys"
+	"github.com/ratchetd/ratchetd/crypto/ratchet"
+	"github.com/ratchetd/ratchetd/messages"
+	"github.com/ratchetd/ratchetd/persistence"
+	"github.com/ratchetd/ratchetd/transport"
+)
+
+// Errors returned by the API; match with errors.Is.
+var (
+	ErrClosed              = actors.ErrClosed
+	ErrUnknownInstallation = actors.ErrUnknownInstallation
+	ErrTimeout             = actors.ErrTimeout
+	ErrNoSession           = ratchet.ErrNoSession
+	ErrInvalidKey          = keys.ErrInvalidKey
+	ErrBadBundle           = bundle.ErrMalformedBundle
+	ErrBadSignature        = keys.ErrBadSignature
+	ErrUnknownDevice       = errors.New("ratchetd: unknown device")
+	ErrNotDelivered        = errors.New("ratchetd: no installation of the peer could be encrypted for")
+)
+
+// Limits are the protocol limits, each with Status's default when zero.
+type Limits struct {
+	Ratchet          ratchet.Limits // MaxSkip 1000, MaxKeep 3000, MaxMessageKeysPerSession 2000
+	MaxInstallations int            // 3
+	MaxBundleEntries int            // 16
+}
+
+// Options configure an engine. The zero value is an in-memory engine with
+// an in-memory transport.
+type Options struct {
+	// Store holds the state; nil means a new in-memory store.
+	Store persistence.Store
+	// Transport carries envelopes; nil means a new in-memory transport.
+	Transport transport.Transport
+	Limits    Limits
+	// BundleRefreshInterval rotates the signed prekey (24 h).
+	BundleRefreshInterval time.Duration
+	// BundleAdvertInterval rate-limits bundle replies to a peer (2 h).
+	BundleAdvertInterval time.Duration
+	// Clock is the engine's time source (time.Now).
+	Clock func() time.Time
+	// Rand is the source of all keys and nonces (crypto/rand); it must be
+	// safe for concurrent use.
+	Rand   io.Reader
+	Logger *slog.Logger
+	// Handler, when set, receives every message on one goroutine, in order;
+	// otherwise they are read from Engine.Messages.
+	Handler func(Message)
+	// RequestTimeout bounds one call into the engine (10 s).
+	RequestTimeout time.Duration
+}
+
+// Message is a received message; see actors.Message.
+type Message = actors.Message
+
+// Message kinds.
+const (
+	KindDirect    = actors.KindDirect
+	KindPublic    = actors.KindPublic
+	KindUnwrapped = actors.KindUnwrapped
+)
+
+// Stats are the engine's counters.
+type Stats = actors.Stats
+
+// Engine is an open ratchetd engine.
+type Engine struct {
+	eng       *actors.Engine
+	store     persistence.Store
+	tr        transport.Transport
+	ownStore  bool
+	ownTr     bool
+	box       *mailbox
+	closeOnce sync.Once
+}
+
+// Open starts an engine and every installation found in its store.
+func Open(o Options) (*Engine, error) {
+	e := &Engine{store: o.Store, tr: o.Transport}
+	if e.store == nil {
+		e.store, e.ownStore = persistence.NewMemory(), true
+	}
+	if e.tr == nil {
+		e.tr, e.ownTr = transport.NewMemory(transport.MemoryOptions{}), true
+	}
+	e.box = newMailbox(o.Handler)
+	cfg := actors.Config{
+		Ratchet:               o.Limits.Ratchet,
+		MaxInstallations:      o.Limits.MaxInstallations,
+		MaxBundleEntries:      o.Limits.MaxBundleEntries,
+		BundleRefreshInterval: o.BundleRefreshInterval,
+		BundleAdvertInterval:  o.BundleAdvertInterval,
+		RequestTimeout:        o.RequestTimeout,
+		Clock:                 o.Clock,
+		Rand:                  o.Rand,
+		Logger:                o.Logger,
+	}
+	e.eng = actors.NewEngine(cfg, e.store, e.tr, e.box.push)
+	if _, err := e.eng.LoadInstallations(); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Messages is the stream of received messages (when no Handler was set).
+// It is closed by Close.
+func (e *Engine) Messages() <-chan Message { return e.box.out }
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats { return e.eng.Stats() }
+
+// Transport returns the engine's transport.
+func (e *Engine) Transport() transport.Transport { return e.tr }
+
+// CreateAccount creates a new identity with its first installation.
+func (e *Engine) CreateAccount() (*Account, error) {
+	id, pub, err := e.eng.CreateInstallation(nil)
+	if err != nil {
+		return nil, err
+	}
+	return &Account{e: e, id: id, identity: pub}, nil
+}
+
+// AddInstallation creates a new installation (device) of an existing
+// identity: a second device, or an account recovered on an empty store.
+func (e *Engine) AddInstallation(identity keys.PrivateKey) (*Account, error) {
+	id, pub, err := e.eng.CreateInstallation(&identity)
+	if err != nil {
+		return nil, err
+	}
+	return &Account{e: e, id: id, identity: pub}, nil
+}
+
+// Account returns a hosted installation by id.
+func (e *Engine) Account(installationID string) (*Account, error) {
+	pub, err := e.eng.Identity(installationID)
+	if err != nil {
+		return nil, err
+	}
+	return &Account{e: e, id: installationID, identity: pub}, nil
+}
+
+// Accounts lists the hosted installations.
+func (e *Engine) Accounts() []*Account {
+	var out []*Account
+	for _, id := range e.eng.Installations() {
+		if a, err := e.Account(id); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Actors exposes the actor engine (diagnostics and tests).
+func (e *Engine) Actors() *actors.Engine { return e.eng }
+
+// Close stops every actor, then closes the store and transport the engine
+// created itself, then the message stream.
+func (e *Engine) Close() error {
+	var err error
+	e.closeOnce.Do(func() {
+		err = e.eng.Close()
+		if e.ownTr {
+			e.tr.Close()
+		}
+		if e.ownStore {
+			if cerr := e.store.Close(); err == nil {
+				err = cerr
+			}
+		}
+		e.box.close()
+	})
+	return err
+}
+
+// Account is one hosted installation.
+type Account struct {
+	e        *Engine
+	id       string
+	identity keys.PublicKey
+}
+
+// InstallationID is this device's id (a UUID v4).
+func (a *Account) InstallationID() string { return a.id }
+
+// Identity is the account's public identity key (its chat key).
+func (a *Account) Identity() keys.PublicKey { return a.identity }
+
+// SendReport tells what a send did.
+type SendReport struct {
+	Installations []string // recipient installations encrypted for
+	Failed        []string // installations that could not be encrypted for
+	DHFallback    bool     // no bundle of the peer was known (no forward secrecy)
+	Envelopes     int
+}
+
+func (a *Account) request(msg any) (any, error) { return a.e.eng.Request(a.id, msg) }
+
+// Send encrypts payload for the peer's active installations (and a copy for
+// this identity's paired installations) and publishes it. It returns once
+// every new ratchet state is durable and the envelopes are handed to the
+// transport.
+func (a *Account) Send(peer keys.PublicKey, payload []byte) (SendReport, error) {
+	return a.send(&messages.SendCommand{PeerIdentity: peer[:], Payload: payload})
+}
+
+func (a *Account) send(cmd *messages.SendCommand) (SendReport, error) {
+	res, err := a.request(cmd)
+	if err != nil {
+		return SendReport{}, err
+	}
+	r, ok := res.(*messages.SendReport)
+	if !ok {
+		return SendReport{}, actors.ErrInternal
+	}
+	rep := SendReport{Installations: r.Installations, Failed: r.Failed, DHFallback: r.DhFallback, Envelopes: int(r.Envelopes)}
+	if r.Error != messages.ErrorCode_OK {
+		err := actors.ErrorOf(r.Error)
+		if r.Error == messages.ErrorCode_NO_SESSION {
+			err = ErrNotDelivered
+		}
+		return rep, fmt.Errorf("%w: %s", err, r.Detail)
+	}
+	return rep, nil
+}
+
+// SendGroup sends one payload to every member of a private group chat: a
+// pairwise-encrypted fan-out (5/SECURE-TRANSPORT "Group chat").
+func (a *Account) SendGroup(members []keys.PublicKey, payload []byte) ([]SendReport, error) {
+	reps := make([]SendReport, 0, len(members))
+	var errs []error
+	for _, m := range members {
+		if m == a.identity {
+			continue
+		}
+		r, err := a.Send(m, payload)
+		reps = append(reps, r)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("member %s: %w", m, err))
+		}
+	}
+	return reps, errors.Join(errs...)
+}
+
+// SendPublic posts a cleartext message on a public chat; the bundle is
+// attached as on every message.
+func (a *Account) SendPublic(chat string, payload []byte) error {
+	_, err := a.send(&messages.SendCommand{PublicTopic: chat, Payload: payload})
+	return err
+}
+
+// JoinPublic subscribes this installation to a public chat.
+func (a *Account) JoinPublic(chat string) error { return a.e.eng.SubscribePublic(a.id, chat) }
+
+// AnnounceDevice sends this installation's bundle to the account's other
+// installations, which can then approve (pair) it.
+func (a *Account) AnnounceDevice() error {
+	_, err := a.send(&messages.SendCommand{PeerIdentity: a.identity[:], Advertise: true})
+	return err
+}
+
+// Device is a known installation of a peer or of this account.
+type Device struct {
+	Identity       keys.PublicKey
+	InstallationID string
+	Enabled        bool
+	Version        uint32
+	LastActive     time.Time
+}
+
+// Devices lists the known installations of identity (every identity if zero).
+func (a *Account) Devices(identity keys.PublicKey) ([]Device, error) {
+	q := &messages.DevicesQuery{}
+	if !identity.IsZero() {
+		q.Identity = identity[:]
+	}
+	res, err := a.request(q)
+	if err != nil {
+		return nil, err
+	}
+	l, ok := res.(*messages.DeviceList)
+	if !ok {
+		return nil, actors.ErrInternal
+	}
+	out := make([]Device, 0, len(l.Devices))
+	for _, d := range l.Devices {
+		out = append(out, Device{Identity: keys.PublicKey(d.Identity), InstallationID: d.InstallationId, Enabled: d.Enabled, Version: d.Version, LastActive: time.Unix(0, d.Timestamp)})
+	}
+	return out, nil
+}
+
+// ApproveDevice enables a device; for one of this account's own
+// installations it is the pairing approval (status-compat.md §9).
+func (a *Account) ApproveDevice(identity keys.PublicKey, installationID string) error {
+	return a.setEnabled(identity, installationID, true)
+}
+
+// DisableDevice stops sending to a device; one of our own is removed from
+// our bundle.
+func (a *Account) DisableDevice(identity keys.PublicKey, installationID string) error {
+	return a.setEnabled(identity, installationID, false)
+}
+
+func (a *Account) setEnabled(identity keys.PublicKey, installationID string, on bool) error {
+	res, err := a.request(&messages.SetDeviceEnabled{Identity: identity[:], InstallationId: installationID, Enabled: on})
+	if err != nil {
+		return err
+	}
+	ack, _ := res.(*messages.Ack)
+	if ack == nil {
+		return actors.ErrInternal
+	}
+	if ack.Error == messages.ErrorCode_NO_SESSION {
+		return fmt.Errorf("%w: %s", ErrUnknownDevice, installationID)
+	}
+	if ack.Error != messages.ErrorCode_OK {
+		return fmt.Errorf("%w: %s", actors.ErrorOf(ack.Error), ack.Detail)
+	}
+	return nil
+}
+
+// RotatePreKey rotates the signed prekey now (it also rotates every
+// BundleRefreshInterval on its own).
+func (a *Account) RotatePreKey() error {
+	_, err := a.request(&messages.RotateRequest{})
+	return err
+}
+
+// ExportBundle returns this installation's current signed bundle as a string
+// (base64url of its protobuf), for a QR code or any out-of-band channel.
+func (a *Account) ExportBundle() (string, error) {
+	res, err := a.request(&messages.BundleRequest{NowUnixNano: a.e.eng.Now().UnixNano()})
+	if err != nil {
+		return "", err
+	}
+	r, _ := res.(*messages.BundleReply)
+	if r == nil || r.Bundle == nil {
+		return "", actors.ErrInternal
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r.Bundle)
+	if err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// ImportBundle verifies and stores a bundle exported by ExportBundle, so the
+// next Send to its identity runs X3DH instead of the DH fallback.
+func (a *Account) ImportBundle(s string) error {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadBundle, err)
+	}
+	var b messages.Bundle
+	if err := proto.Unmarshal(raw, &b); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadBundle, err)
+	}
+	res, err := a.request(&messages.ImportBundle{Bundle: &b})
+	if err != nil {
+		return err
+	}
+	ack, _ := res.(*messages.Ack)
+	if ack == nil {
+		return actors.ErrInternal
+	}
+	if ack.Error != messages.ErrorCode_OK {
+		return fmt.Errorf("%w: %s", ErrBadBundle, ack.Detail)
+	}
+	return nil
+}
+
+// mailbox hands messages from the actors (which must not block) to the
+// application: an unbounded queue drained by one goroutine into a handler or
+// a channel.
+type mailbox struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	queue   []Message
+	closed  bool
+	out     chan Message
+	handler func(Message)
+	done    chan struct{}
+}
+
+func newMailbox(h func(Message)) *mailbox {
+	b := &mailbox{out: make(chan Message, 256), handler: h, done: make(chan struct{})}
+	b.cond = sync.NewCond(&b.mu)
+	go b.run()
+	return b
+}
+
+func (b *mailbox) push(m Message) {
+	b.mu.Lock()
+	if !b.closed {
+		b.queue = append(b.queue, m)
+		b.cond.Signal()
+	}
+	b.mu.Unlock()
+}
+
+func (b *mailbox) run() {
+	defer close(b.done)
+	defer close(b.out)
+	for {
+		b.mu.Lock()
+		for len(b.queue) == 0 && !b.closed {
+			b.cond.Wait()
+		}
+		if len(b.queue) == 0 {
+			b.mu.Unlock()
+			return
+		}
+		m := b.queue[0]
+		b.queue[0] = Message{}
+		b.queue = b.queue[1:]
+		b.mu.Unlock()
+		if b.handler != nil {
+			b.handler(m)
+		} else {
+			b.out <- m
+		}
+	}
+}
+
+// close delivers what is queued, then ends the stream. With no handler and
+// no reader, queued messages are dropped after a short grace period.
+func (b *mailbox) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.cond.Broadcast()
+	b.mu.Unlock()
+	if b.handler != nil {
+		<-b.done
+		return
+	}
+	go func() {
+		for range b.out {
+		}
+	}()
+	<-b.done
+}

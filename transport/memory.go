@@ -1,0 +1,291 @@
+package transport
+
+import (
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ratchetd/ratchetd/messages"
+)
+
+// Faults are injected by the in-memory transport, each a probability in
+// [0, 1], drawn from a seeded generator so that a run is reproducible.
+type Faults struct {
+	Loss      float64 // an envelope is dropped on publish
+	Duplicate float64 // an envelope is delivered twice
+	Reorder   float64 // a delivery is taken from a random place in the queue
+	Seed      uint64
+}
+
+// MemoryOptions configure an in-memory transport.
+type MemoryOptions struct {
+	Faults Faults
+	// Manual holds every envelope until the test calls Deliver, DeliverOne
+	// or DeliverAll, which run the handlers on the caller's goroutine: a
+	// test then controls the schedule completely.
+	Manual bool
+	// MaxPayload bounds envelopes (DefaultMaxPayload when zero).
+	MaxPayload int
+}
+
+// MemoryStats counts what the transport did.
+type MemoryStats struct {
+	Published, Delivered, Dropped, Duplicated, Rejected int64
+}
+
+// Memory is an in-process transport: topics, publish, subscribe. Envelopes
+// are serialized on publish and parsed and verified on delivery, as they
+// would be on a network.
+type Memory struct {
+	opts MemoryOptions
+
+	mu      sync.Mutex
+	rng     *rand.Rand
+	subs    map[string][]*subscription
+	pending []queued // manual mode
+	closed  bool
+
+	published, delivered, dropped, duplicated, rejected atomic.Int64
+}
+
+type queued struct {
+	sub *subscription
+	raw []byte
+}
+
+type subscription struct {
+	topic   string
+	handler Handler
+	// async mode: a goroutine drains the queue.
+	mu        sync.Mutex
+	cond      *sync.Cond
+	queue     [][]byte
+	cancelled bool
+	done      chan struct{}
+}
+
+// NewMemory returns an in-memory transport.
+func NewMemory(opts MemoryOptions) *Memory {
+	return &Memory{
+		opts: opts,
+		rng:  rand.New(rand.NewPCG(opts.Faults.Seed, 0x7261746368657464)),
+		subs: make(map[string][]*subscription),
+	}
+}
+
+// Publish serializes env and queues it for every subscriber of its topic,
+// subject to the injected faults.
+func (m *Memory) Publish(env *messages.Envelope) error {
+	raw, err := proto.Marshal(env)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	m.published.Add(1)
+	for _, s := range m.subs[env.Topic] {
+		if m.chance(m.opts.Faults.Loss) {
+			m.dropped.Add(1)
+			continue
+		}
+		copies := 1
+		if m.chance(m.opts.Faults.Duplicate) {
+			copies = 2
+			m.duplicated.Add(1)
+		}
+		for range copies {
+			if m.opts.Manual {
+				m.pending = append(m.pending, queued{sub: s, raw: raw})
+			} else {
+				s.push(raw, m)
+			}
+		}
+	}
+	return nil
+}
+
+func (m *Memory) chance(p float64) bool { return p > 0 && m.rng.Float64() < p }
+
+// Subscribe registers a handler for a topic.
+func (m *Memory) Subscribe(topic string, h Handler) (func(), error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	s := &subscription{topic: topic, handler: h, done: make(chan struct{})}
+	s.cond = sync.NewCond(&s.mu)
+	m.subs[topic] = append(m.subs[topic], s)
+	if !m.opts.Manual {
+		go s.run(m)
+	} else {
+		close(s.done)
+	}
+	return func() { m.unsubscribe(s) }, nil
+}
+
+func (m *Memory) unsubscribe(s *subscription) {
+	m.mu.Lock()
+	list := m.subs[s.topic]
+	for i, x := range list {
+		if x == s {
+			m.subs[s.topic] = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	m.mu.Unlock()
+	s.mu.Lock()
+	s.cancelled = true
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+// push queues raw for the subscription's goroutine; with reordering it goes
+// to a random place in the queue. Called with m.mu held.
+func (s *subscription) push(raw []byte, m *Memory) {
+	s.mu.Lock()
+	if m.chance(m.opts.Faults.Reorder) && len(s.queue) > 0 {
+		i := m.rng.IntN(len(s.queue))
+		s.queue = append(s.queue[:i], append([][]byte{raw}, s.queue[i:]...)...)
+	} else {
+		s.queue = append(s.queue, raw)
+	}
+	s.cond.Signal()
+	s.mu.Unlock()
+}
+
+func (s *subscription) run(m *Memory) {
+	defer close(s.done)
+	for {
+		s.mu.Lock()
+		for len(s.queue) == 0 && !s.cancelled {
+			s.cond.Wait()
+		}
+		if s.cancelled {
+			s.mu.Unlock()
+			return
+		}
+		raw := s.queue[0]
+		s.queue[0] = nil
+		s.queue = s.queue[1:]
+		s.mu.Unlock()
+		m.deliver(s, raw)
+	}
+}
+
+// deliver parses and verifies an envelope and runs the handler. A bad
+// envelope is counted and dropped: it never reaches the engine.
+func (m *Memory) deliver(s *subscription, raw []byte) {
+	var env messages.Envelope
+	if err := proto.Unmarshal(raw, &env); err != nil {
+		m.rejected.Add(1)
+		return
+	}
+	d, err := Open(&env, m.opts.MaxPayload)
+	if err != nil {
+		m.rejected.Add(1)
+		return
+	}
+	m.delivered.Add(1)
+	s.handler(d)
+}
+
+// Pending is the number of envelopes held in manual mode.
+func (m *Memory) Pending() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.pending)
+}
+
+// DeliverOne delivers one held envelope (manual mode): the oldest, or with
+// the Reorder probability a random one. It reports whether one was held.
+func (m *Memory) DeliverOne() bool {
+	m.mu.Lock()
+	if len(m.pending) == 0 {
+		m.mu.Unlock()
+		return false
+	}
+	i := 0
+	if m.chance(m.opts.Faults.Reorder) {
+		i = m.rng.IntN(len(m.pending))
+	}
+	q := m.pending[i]
+	m.pending = append(m.pending[:i], m.pending[i+1:]...)
+	m.mu.Unlock()
+	m.deliver(q.sub, q.raw)
+	return true
+}
+
+// DeliverAll delivers held envelopes, including those published while it
+// runs, until none is left or max deliveries were made (max <= 0: no bound).
+// It returns the number delivered.
+func (m *Memory) DeliverAll(max int) int {
+	n := 0
+	for (max <= 0 || n < max) && m.DeliverOne() {
+		n++
+	}
+	return n
+}
+
+// DropAll discards every held envelope (manual mode), as a lossy network
+// would. It returns how many were dropped.
+func (m *Memory) DropAll() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := len(m.pending)
+	m.pending = nil
+	m.dropped.Add(int64(n))
+	return n
+}
+
+// Inject queues raw bytes for every subscriber of topic as if they came from
+// the network, bypassing Publish (adversarial tests).
+func (m *Memory) Inject(topic string, raw []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.subs[topic] {
+		if m.opts.Manual {
+			m.pending = append(m.pending, queued{sub: s, raw: raw})
+		} else {
+			s.push(raw, m)
+		}
+	}
+}
+
+// Stats returns the counters.
+func (m *Memory) Stats() MemoryStats {
+	return MemoryStats{
+		Published: m.published.Load(), Delivered: m.delivered.Load(), Dropped: m.dropped.Load(),
+		Duplicated: m.duplicated.Load(), Rejected: m.rejected.Load(),
+	}
+}
+
+// Close stops every subscription.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	var all []*subscription
+	for _, l := range m.subs {
+		all = append(all, l...)
+	}
+	m.subs = nil
+	m.pending = nil
+	m.mu.Unlock()
+	for _, s := range all {
+		s.mu.Lock()
+		s.cancelled = true
+		s.cond.Broadcast()
+		s.mu.Unlock()
+		<-s.done
+	}
+	return nil
+}

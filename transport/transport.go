@@ -1,0 +1,137 @@
+// Package transport moves signed envelopes between ratchetd nodes: the
+// Transport interface the engine uses, the envelope signature that tells a
+// receiver who sent a message, Status's topic names, and an in-memory
+// transport with injectable loss, duplication and reordering.
+package transport
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/big"
+
+	"github.com/ratchetd/ratchetd/crypto/keys"
+	"github.com/ratchetd/ratchetd/messages"
+)
+
+// Limits of what a transport accepts.
+const (
+	// DefaultMaxPayload bounds one envelope's payload (Waku's default max
+	// message size is 1 MiB).
+	DefaultMaxPayload = 1 << 20
+	// MaxTopicLength bounds a topic name.
+	MaxTopicLength = 256
+)
+
+var (
+	// ErrBadEnvelope: an envelope that is malformed or whose signature does
+	// not verify. It never reaches a subscriber.
+	ErrBadEnvelope = errors.New("transport: bad envelope")
+	// ErrClosed: the transport was closed.
+	ErrClosed = errors.New("transport: closed")
+)
+
+// Delivery is a received envelope whose signature verified.
+type Delivery struct {
+	Topic     string
+	Recipient keys.PublicKey // zero for public topics
+	Payload   []byte
+	Sender    keys.PublicKey // recovered from the signature
+	// ID identifies the envelope (Keccak-256 of its signed digest and
+	// signature), as Status uses the Waku envelope hash.
+	ID [32]byte
+}
+
+// Handler receives deliveries. A transport calls one subscription's handler
+// sequentially; it may block (back-pressure).
+type Handler func(Delivery)
+
+// Transport publishes envelopes on topics and delivers them to subscribers.
+type Transport interface {
+	Publish(env *messages.Envelope) error
+	// Subscribe registers h for a topic; the returned func cancels it.
+	Subscribe(topic string, h Handler) (cancel func(), err error)
+	Close() error
+}
+
+// digest is what the sender signs: the topic, the recipient and the payload,
+// each length-prefixed so that no two envelopes share a digest.
+func digest(topic string, recipient, payload []byte) [32]byte {
+	var hdr []byte
+	hdr = binary.AppendUvarint(hdr, uint64(len(topic)))
+	hdr = append(hdr, topic...)
+	hdr = binary.AppendUvarint(hdr, uint64(len(recipient)))
+	hdr = append(hdr, recipient...)
+	hdr = binary.AppendUvarint(hdr, uint64(len(payload)))
+	return keys.Keccak256([]byte("ratchetd-envelope-v1"), hdr, payload)
+}
+
+// Seal builds an envelope signed by the sender's identity. recipient may be
+// nil for a public topic.
+func Seal(sender keys.PrivateKey, topic string, recipient *keys.PublicKey, payload []byte) (*messages.Envelope, error) {
+	var rcpt []byte
+	if recipient != nil {
+		rcpt = recipient[:]
+	}
+	sig, err := keys.Sign(sender, digest(topic, rcpt, payload))
+	if err != nil {
+		return nil, err
+	}
+	return &messages.Envelope{Topic: topic, Recipient: rcpt, Payload: payload, Signature: sig[:]}, nil
+}
+
+// Open checks an envelope and recovers its sender.
+func Open(env *messages.Envelope, maxPayload int) (Delivery, error) {
+	if maxPayload <= 0 {
+		maxPayload = DefaultMaxPayload
+	}
+	var d Delivery
+	if env == nil {
+		return d, fmt.Errorf("%w: nil", ErrBadEnvelope)
+	}
+	if len(env.Topic) == 0 || len(env.Topic) > MaxTopicLength {
+		return d, fmt.Errorf("%w: topic of %d bytes", ErrBadEnvelope, len(env.Topic))
+	}
+	if len(env.Payload) > maxPayload {
+		return d, fmt.Errorf("%w: payload of %d bytes, limit %d", ErrBadEnvelope, len(env.Payload), maxPayload)
+	}
+	if len(env.Recipient) > 0 {
+		r, err := keys.ParsePublicKey(env.Recipient)
+		if err != nil {
+			return d, fmt.Errorf("%w: recipient: %w", ErrBadEnvelope, err)
+		}
+		d.Recipient = r
+	}
+	dg := digest(env.Topic, env.Recipient, env.Payload)
+	sender, err := keys.Recover(dg, env.Signature)
+	if err != nil {
+		return d, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
+	}
+	d.Topic, d.Payload, d.Sender = env.Topic, env.Payload, sender
+	d.ID = keys.Keccak256(dg[:], env.Signature)
+	return d, nil
+}
+
+// ContactCodeTopic is where an identity publishes its bundle:
+// "0x" + hex(uncompressed key) + "-contact-code" (status-compat.md §4.5).
+func ContactCodeTopic(identity keys.PublicKey) string {
+	u, err := identity.Uncompressed()
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("0x%x-contact-code", u[:])
+}
+
+// PartitionedTopicCount is the number of Status's partitioned topics.
+const PartitionedTopicCount = 5000
+
+// PartitionedTopic is the topic on which an identity receives 1:1 messages
+// before a shared secret is negotiated: "contact-discovery-" + (X mod 5000),
+// X being the public key's x-coordinate (status-compat.md §12).
+func PartitionedTopic(identity keys.PublicKey) string {
+	x := new(big.Int).SetBytes(identity[1:])
+	return fmt.Sprintf("contact-discovery-%d", new(big.Int).Mod(x, big.NewInt(PartitionedTopicCount)).Int64())
+}
+
+// PublicTopic is the topic of a public chat by name.
+func PublicTopic(name string) string { return "public-" + name }
