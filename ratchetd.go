@@ -240,11 +240,10 @@ func (a *Account) send(cmd *messages.SendCommand) (SendReport, error) {
 	}
 	rep := SendReport{Installations: r.Installations, Failed: r.Failed, DHFallback: r.DhFallback, Envelopes: int(r.Envelopes)}
 	if r.Error != messages.ErrorCode_OK {
-		err := actors.ErrorOf(r.Error)
 		if r.Error == messages.ErrorCode_NO_SESSION {
-			err = ErrNotDelivered
+			return rep, ErrNotDelivered
 		}
-		return rep, fmt.Errorf("%w: %s", err, r.Detail)
+		return rep, fmt.Errorf("%w: %s", actors.ErrorOf(r.Error), r.Detail)
 	}
 	return rep, nil
 }

@@ -33,6 +33,9 @@ const (
 	// peer whose message we could not use (partitioned device, failed
 	// decrypt): Status's deviceNotFoundAckInterval, 7200 s (§10.3).
 	DefaultBundleAdvertInterval = 2 * time.Hour
+	// DefaultReplayCacheSize is how many recent DH-fallback entries and
+	// public envelopes an installation remembers to drop replays.
+	DefaultReplayCacheSize = 4096
 	// DefaultRequestTimeout bounds one actor request.
 	DefaultRequestTimeout = 10 * time.Second
 )
@@ -46,6 +49,9 @@ type Config struct {
 	BundleResignInterval  time.Duration // negative: re-sign on every send
 	BundleAdvertInterval  time.Duration
 	RequestTimeout        time.Duration
+	// ReplayCacheSize bounds the replay cache of DH-fallback and public
+	// messages.
+	ReplayCacheSize int
 	// MaxBundleEntries bounds the installations a received bundle may list.
 	MaxBundleEntries int
 	// Clock is the engine's notion of now (injectable for tests).
@@ -69,6 +75,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BundleAdvertInterval <= 0 {
 		c.BundleAdvertInterval = DefaultBundleAdvertInterval
+	}
+	if c.ReplayCacheSize <= 0 {
+		c.ReplayCacheSize = DefaultReplayCacheSize
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = DefaultRequestTimeout

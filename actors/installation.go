@@ -43,6 +43,10 @@ type installation struct {
 	supervisors map[keys.PublicKey]*actor.PID
 	publisher   *actor.PID
 	lastAdvert  map[deviceKey]time.Time
+	// seen remembers recent DH-fallback entries and public envelopes, which
+	// no ratchet protects from replay (Status dedups them in its transport's
+	// processed-envelope cache).
+	seen *replayCache
 }
 
 func newInstallation(d *deps, rec *messages.InstallationRecord) (*installation, error) {
@@ -96,6 +100,7 @@ type sessionsQuery struct{ peer keys.PublicKey }
 func (in *installation) start(ctx actor.Context) {
 	in.supervisors = make(map[keys.PublicKey]*actor.PID)
 	in.lastAdvert = make(map[deviceKey]time.Time)
+	in.seen = newReplayCache(in.deps.cfg.ReplayCacheSize)
 	in.devices = make(map[deviceKey]*messages.DeviceRecord)
 	in.indexPreKeys()
 	err := in.deps.store.Scan(persistence.DevicePrefix(in.id), func(k, v []byte) error {
@@ -214,7 +219,7 @@ func (in *installation) receive(ctx actor.Context, env *messages.IncomingEnvelop
 		in.processBundle(ctx, sender, b)
 	}
 	if len(pm.PublicMessage) > 0 || public {
-		if len(pm.PublicMessage) > 0 {
+		if len(pm.PublicMessage) > 0 && in.seen.add(keys.Keccak256(env.EnvelopeId)) {
 			in.deliver(Message{Kind: KindPublic, Sender: sender, SenderInstallation: pm.InstallationId, Payload: pm.PublicMessage, ID: env.EnvelopeId, Topic: env.Topic})
 		}
 		ctx.Respond(&messages.Processed{})
@@ -350,6 +355,11 @@ func (in *installation) receiveDH(ctx actor.Context, env *messages.IncomingEnvel
 	if err != nil {
 		in.deps.stats.decryptFailures.Add(1)
 		ctx.Respond(&messages.Processed{Error: messages.ErrorCode_INVALID_MAC, Detail: err.Error()})
+		return
+	}
+	if !in.seen.add(keys.Keccak256(ek[:], e.Payload)) {
+		in.deps.stats.duplicates.Add(1)
+		ctx.Respond(&messages.Processed{Error: messages.ErrorCode_DUPLICATE})
 		return
 	}
 	if len(pt) == 0 {
@@ -657,4 +667,30 @@ func (in *installation) deliver(m Message) {
 	m.Recipient = in.identity.Public
 	m.RecipientInstallation = in.id
 	in.deps.deliver(m)
+}
+
+// replayCache is a bounded set of recent message hashes, oldest evicted
+// first.
+type replayCache struct {
+	set   map[[32]byte]struct{}
+	order [][32]byte
+	next  int
+}
+
+func newReplayCache(n int) *replayCache {
+	return &replayCache{set: make(map[[32]byte]struct{}, n), order: make([][32]byte, n)}
+}
+
+// add records h and reports whether it was new.
+func (c *replayCache) add(h [32]byte) bool {
+	if _, ok := c.set[h]; ok {
+		return false
+	}
+	if old := c.order[c.next]; old != ([32]byte{}) {
+		delete(c.set, old)
+	}
+	c.order[c.next] = h
+	c.next = (c.next + 1) % len(c.order)
+	c.set[h] = struct{}{}
+	return true
 }

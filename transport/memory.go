@@ -138,6 +138,18 @@ func (m *Memory) unsubscribe(s *subscription) {
 			break
 		}
 	}
+	// In manual mode what is held for a cancelled subscription is lost, as
+	// it is for a process that went down.
+	kept := m.pending[:0]
+	for _, q := range m.pending {
+		if q.sub == s {
+			m.dropped.Add(1)
+			continue
+		}
+		kept = append(kept, q)
+	}
+	clear(m.pending[len(kept):])
+	m.pending = kept
 	m.mu.Unlock()
 	s.mu.Lock()
 	s.cancelled = true
@@ -241,6 +253,25 @@ func (m *Memory) DropAll() int {
 	m.pending = nil
 	m.dropped.Add(int64(n))
 	return n
+}
+
+// DropOne discards one held envelope chosen by the seeded generator (manual
+// mode) and returns it, or nil when none is held.
+func (m *Memory) DropOne() *messages.Envelope {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.pending) == 0 {
+		return nil
+	}
+	i := m.rng.IntN(len(m.pending))
+	q := m.pending[i]
+	m.pending = append(m.pending[:i], m.pending[i+1:]...)
+	m.dropped.Add(1)
+	var env messages.Envelope
+	if proto.Unmarshal(q.raw, &env) != nil {
+		return nil
+	}
+	return &env
 }
 
 // Inject queues raw bytes for every subscriber of topic as if they came from

@@ -1,0 +1,193 @@
+package ratchetd_test
+
+import (
+	"bytes"
+	"errors"
+	mrand "math/rand/v2"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ratchetd/ratchetd"
+	"github.com/ratchetd/ratchetd/crypto/keys"
+	"github.com/ratchetd/ratchetd/messages"
+	"github.com/ratchetd/ratchetd/persistence"
+	"github.com/ratchetd/ratchetd/transport"
+)
+
+// TestHostileInput feeds an installation garbage of every kind through the
+// transport: nothing crashes the engine, everything is counted and dropped,
+// and the conversation goes on.
+func TestHostileInput(t *testing.T) {
+	w := newWorld(t, transport.Faults{}, nil)
+	alice, bob := w.account(), w.account()
+	introduce(t, alice, bob)
+	mustSend(t, alice, bob, "genuine")
+	w.mem.DeliverAll(0)
+	// Capture a genuine message to mutate.
+	mark := w.tap.mark()
+	mustSend(t, alice, bob, "second")
+	genuine := w.tap.since(mark)[0]
+	w.deliver()
+
+	mallory := newIdentity(t)
+	to := bob.Identity()
+	topic := transport.PartitionedTopic(to)
+	send := func(signer keys.PrivateKey, payload []byte) {
+		env, err := transport.Seal(signer, topic, &to, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.mem.Publish(env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := mrand.New(mrand.NewPCG(1, 2))
+	rnd := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(r.IntN(256))
+		}
+		return b
+	}
+	raw, _ := proto.Marshal(genuine)
+	for i := range 200 {
+		switch i % 8 {
+		case 0: // random bytes
+			send(mallory, rnd(r.IntN(300)))
+		case 1: // a truncated genuine message
+			send(mallory, raw[:r.IntN(len(raw))])
+		case 2: // a genuine message with a flipped byte
+			b := bytes.Clone(raw)
+			b[r.IntN(len(b))] ^= byte(1 + r.IntN(255))
+			send(mallory, b)
+		case 3: // invalid keys in every header
+			m := proto.Clone(genuine).(*messages.ProtocolMessage)
+			for _, e := range m.EncryptedMessage {
+				e.DrHeader.Key = rnd(33)
+				e.X3DhHeader.Key = append([]byte{0x04}, rnd(32)...)
+			}
+			b, _ := proto.Marshal(m)
+			send(mallory, b)
+		case 4: // huge counters
+			m := proto.Clone(genuine).(*messages.ProtocolMessage)
+			for _, e := range m.EncryptedMessage {
+				e.DrHeader.N, e.DrHeader.Pn = 0xffffffff, 0xfffffff0
+			}
+			b, _ := proto.Marshal(m)
+			send(mallory, b)
+		case 5: // short and empty ciphertexts
+			m := proto.Clone(genuine).(*messages.ProtocolMessage)
+			for _, e := range m.EncryptedMessage {
+				e.Payload = e.Payload[:r.IntN(48)]
+			}
+			b, _ := proto.Marshal(m)
+			send(mallory, b)
+		case 6: // a DH entry with garbage
+			m := &messages.ProtocolMessage{InstallationId: "m", EncryptedMessage: map[string]*messages.EncryptedMessageProtocol{
+				"none": {DhHeader: &messages.DHHeader{Key: rnd(33)}, Payload: rnd(r.IntN(40))},
+			}}
+			b, _ := proto.Marshal(m)
+			send(mallory, b)
+		case 7: // oversized payload: refused by the transport
+			send(mallory, rnd(transport.DefaultMaxPayload+1))
+		}
+	}
+	// Raw envelope garbage that is not even an envelope.
+	w.mem.Inject(topic, rnd(100))
+	w.deliver()
+	st := w.eng.Stats()
+	if st.Decrypted != 2 {
+		t.Fatalf("decrypted %d, want only the 2 genuine messages", st.Decrypted)
+	}
+	if st.Malformed+st.DecryptFailures+st.Unwrapped+st.Duplicates == 0 {
+		t.Fatalf("nothing counted: %+v", st)
+	}
+	if ms := w.eng.Transport().(*tap).Transport.(*transport.Memory).Stats(); ms.Rejected < 2 {
+		t.Fatalf("transport rejected %d envelopes, want the oversized and the garbage ones", ms.Rejected)
+	}
+	for _, m := range w.messages(bob) {
+		if m.Kind == ratchetd.KindDirect && !slices.Contains([]string{"genuine", "second", "after"}, string(m.Payload)) {
+			t.Fatalf("forged message delivered as direct: %q", m.Payload)
+		}
+	}
+	mustSend(t, alice, bob, "after")
+	w.deliver()
+	if got := w.received(bob); !slices.Contains(got, "after") {
+		t.Fatalf("conversation broken after the attack: %q", got)
+	}
+}
+
+// faultyStore fails or panics on chosen commits.
+type faultyStore struct {
+	persistence.Store
+	failNext  atomic.Int32
+	panicNext atomic.Int32
+}
+
+var errInjected = errors.New("injected store failure")
+
+func (f *faultyStore) Commit(ws []persistence.Write) error {
+	if f.panicNext.Add(-1) == 0 {
+		panic("injected store panic")
+	}
+	if f.failNext.Add(-1) == 0 {
+		return errInjected
+	}
+	return f.Store.Commit(ws)
+}
+
+// TestSessionFailureRestartsFromSnapshot: a failed commit leaves no
+// ciphertext out and the state at its last durable snapshot; a panic in a
+// PeerSession restarts it from that snapshot; the conversation goes on.
+func TestSessionFailureRestartsFromSnapshot(t *testing.T) {
+	fs := &faultyStore{Store: persistence.NewMemory()}
+	w := newWorld(t, transport.Faults{}, func(o *ratchetd.Options) {
+		o.Store = fs
+		o.RequestTimeout = 300 * time.Millisecond
+	})
+	alice, bob := w.account(), w.account()
+	introduce(t, alice, bob)
+	mustSend(t, alice, bob, "one")
+	w.deliver()
+
+	fs.failNext.Store(1)
+	mark := w.tap.mark()
+	if _, err := alice.Send(bob.Identity(), []byte("not durable")); err == nil {
+		t.Fatal("send succeeded although its state could not be committed")
+	}
+	if n := len(w.tap.since(mark)); n != 0 {
+		t.Fatalf("%d ciphertexts left without a durable state", n)
+	}
+	mustSend(t, alice, bob, "two")
+	w.deliver()
+
+	// Alice's session panics while committing: the send fails, nothing
+	// leaves, and the restarted session continues from its snapshot.
+	fs.panicNext.Store(1)
+	mark = w.tap.mark()
+	if _, err := alice.Send(bob.Identity(), []byte("lost in a panic")); err == nil {
+		t.Fatal("send succeeded through a panic")
+	}
+	if n := len(w.tap.since(mark)); n != 0 {
+		t.Fatalf("%d ciphertexts left from a panicking session", n)
+	}
+	mustSend(t, alice, bob, "three")
+	// Bob's session panics while committing "three": it is not delivered,
+	// and the restarted session decrypts what follows.
+	fs.panicNext.Store(1)
+	w.deliver()
+	mustSend(t, alice, bob, "four")
+	w.deliver()
+	if got := w.received(bob); !slices.Equal(got, []string{"one", "two", "four"}) {
+		t.Fatalf("bob got %q", got)
+	}
+	mustSend(t, bob, alice, "and back")
+	w.deliver()
+	if got := w.received(alice); !slices.Equal(got, []string{"and back"}) {
+		t.Fatalf("alice got %q", got)
+	}
+}
