@@ -283,7 +283,7 @@ func (e *Engine) Request(installationID string, msg any) (any, error) {
 
 // Sessions lists an installation's sessions with one peer identity.
 func (e *Engine) Sessions(installationID string, peer keys.PublicKey) (*messages.SessionsReply, error) {
-	res, err := e.Request(installationID, &sessionsQuery{peer: peer})
+	res, err := e.Request(installationID, &messages.SessionsQuery{PeerIdentity: peer[:]})
 	if err != nil {
 		return nil, err
 	}

@@ -85,17 +85,14 @@ func (in *installation) Receive(ctx actor.Context) {
 		ctx.Forward(in.publisher)
 	case *messages.RotateRequest:
 		ctx.Forward(in.publisher)
-	case *sessionsQuery:
-		if pid := in.supervisors[m.peer]; pid != nil {
+	case *messages.SessionsQuery:
+		if pid := in.supervisors[keys.PublicKey(pad33(m.PeerIdentity))]; pid != nil {
 			ctx.Forward(pid)
 		} else {
 			ctx.Respond(&messages.SessionsReply{})
 		}
 	}
 }
-
-// sessionsQuery asks for the sessions with one peer (tests, diagnostics).
-type sessionsQuery struct{ peer keys.PublicKey }
 
 func (in *installation) start(ctx actor.Context) {
 	in.supervisors = make(map[keys.PublicKey]*actor.PID)

@@ -749,6 +749,7 @@ func (x *DecryptResponse) GetBundleId() []byte {
 // SessionsQuery asks a SessionSupervisor what it holds (diagnostics, tests).
 type SessionsQuery struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	PeerIdentity  []byte                 `protobuf:"bytes,1,opt,name=peer_identity,json=peerIdentity,proto3" json:"peer_identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -781,6 +782,13 @@ func (x *SessionsQuery) ProtoReflect() protoreflect.Message {
 // Deprecated: Use SessionsQuery.ProtoReflect.Descriptor instead.
 func (*SessionsQuery) Descriptor() ([]byte, []int) {
 	return file_engine_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SessionsQuery) GetPeerIdentity() []byte {
+	if x != nil {
+		return x.PeerIdentity
+	}
+	return nil
 }
 
 type SessionInfo struct {
@@ -1888,8 +1896,9 @@ const file_engine_proto_rawDesc = "" +
 	"\tplaintext\x18\x01 \x01(\fR\tplaintext\x120\n" +
 	"\x05error\x18\x02 \x01(\x0e2\x1a.ratchetd.engine.ErrorCodeR\x05error\x12\x16\n" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x1b\n" +
-	"\tbundle_id\x18\x04 \x01(\fR\bbundleId\"\x0f\n" +
-	"\rSessionsQuery\"\xb2\x01\n" +
+	"\tbundle_id\x18\x04 \x01(\fR\bbundleId\"4\n" +
+	"\rSessionsQuery\x12#\n" +
+	"\rpeer_identity\x18\x01 \x01(\fR\fpeerIdentity\"\xb2\x01\n" +
 	"\vSessionInfo\x120\n" +
 	"\x14peer_installation_id\x18\x01 \x01(\tR\x12peerInstallationId\x12\x1b\n" +
 	"\tbundle_id\x18\x02 \x01(\fR\bbundleId\x12\x1c\n" +
