@@ -115,9 +115,13 @@ func Digest(entries []Entry, timestamp int64) [32]byte {
 }
 
 // Sign builds and signs a bundle of identity for the given entries at
-// timestamp (Unix ns). Status re-signs its bundle with the current time every
+// timestamp (Unix ns); the key pair is checked first. Status re-signs its bundle with the current time every
 // time it attaches it (§4.2); callers do the same by calling Sign again.
 func Sign(identity keys.KeyPair, entries []Entry, timestamp int64) (*Verified, error) {
+	// A pair whose halves disagree would yield a bundle no peer accepts.
+	if pub, err := identity.Private.Public(); err != nil || !pub.Equal(identity.Public) {
+		return nil, fmt.Errorf("%w: identity key pair does not match", keys.ErrInvalidKey)
+	}
 	sorted := sortedEntries(entries)
 	for i, e := range sorted {
 		if err := checkInstallationID(e.InstallationID); err != nil {

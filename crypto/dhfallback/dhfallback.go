@@ -22,6 +22,9 @@ const (
 	Overhead  = TagSize + NonceSize
 )
 
+// maxNonceDraws bounds the redraws of an all-zero nonce.
+const maxNonceDraws = 8
+
 var (
 	// ErrMalformedPayload: a payload too short to hold a tag and a nonce.
 	ErrMalformedPayload = errors.New("dhfallback: malformed payload")
@@ -44,13 +47,17 @@ func Seal(rand io.Reader, recipient keys.PublicKey, pt []byte) (keys.PublicKey, 
 	}
 	defer clear(key[:])
 	var nonce [NonceSize]byte
-	// status-go's EncryptSymmetric rejects an all-zero random nonce.
-	for {
+	// status-go's EncryptSymmetric rejects an all-zero random nonce; a
+	// source that keeps giving zeros is broken.
+	for i := 0; ; i++ {
 		if _, err := io.ReadFull(rand, nonce[:]); err != nil {
 			return keys.PublicKey{}, nil, fmt.Errorf("%w: %v", keys.ErrRandomness, err)
 		}
 		if nonce != [NonceSize]byte{} {
 			break
+		}
+		if i == maxNonceDraws {
+			return keys.PublicKey{}, nil, fmt.Errorf("%w: all-zero nonces", keys.ErrRandomness)
 		}
 	}
 	payload, err := SealWithKey(key, nonce, pt)

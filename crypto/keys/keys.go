@@ -108,6 +108,9 @@ const maxKeyDraws = 8
 // drawn again while out of [1, n-1]. With a scripted reader the private key is
 // exactly the bytes read, which is how tests script ratchet and ephemeral keys.
 func GenerateKey(r io.Reader) (KeyPair, error) {
+	if r == nil {
+		return KeyPair{}, fmt.Errorf("%w: no random source", ErrRandomness)
+	}
 	var buf [PrivateKeySize]byte
 	for range maxKeyDraws {
 		if _, err := io.ReadFull(r, buf[:]); err != nil {
@@ -249,6 +252,10 @@ func (sk PrivateKey) String() string { return "keys.PrivateKey(redacted)" }
 
 // GoString never prints the secret.
 func (sk PrivateKey) GoString() string { return sk.String() }
+
+// Format never prints the secret, whatever the verb (%d and %b bypass
+// String).
+func (sk PrivateKey) Format(f fmt.State, _ rune) { io.WriteString(f, sk.String()) }
 
 // Recover returns the key that made sig over digest, with the same checks as
 // Verify. It is how a receiver learns a sender's identity from a signed

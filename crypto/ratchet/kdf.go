@@ -3,6 +3,7 @@ package ratchet
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"fmt"
 	"io"
 
 	"golang.org/x/crypto/hkdf"
@@ -29,6 +30,17 @@ type (
 	MessageKey [32]byte
 	HeaderKey  [32]byte
 )
+
+// The secrets never print: %v of a State or a Result shows no key.
+func (RootKey) String() string    { return "ratchet.RootKey(redacted)" }
+func (ChainKey) String() string   { return "ratchet.ChainKey(redacted)" }
+func (MessageKey) String() string { return "ratchet.MessageKey(redacted)" }
+func (HeaderKey) String() string  { return "ratchet.HeaderKey(redacted)" }
+
+func (k RootKey) Format(f fmt.State, _ rune)    { io.WriteString(f, k.String()) }
+func (k ChainKey) Format(f fmt.State, _ rune)   { io.WriteString(f, k.String()) }
+func (k MessageKey) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) }
+func (k HeaderKey) Format(f fmt.State, _ rune)  { io.WriteString(f, k.String()) }
 
 // KDFRK is Status's root KDF (status-compat.md §6.2): HKDF-SHA256 with
 // IKM = dh, salt = rk, info = rootInfo, 96 bytes out = new root ‖ chain key ‖
