@@ -40,6 +40,7 @@ var (
 	ErrBadSignature        = keys.ErrBadSignature
 	ErrUnknownDevice       = errors.New("ratchetd: unknown device")
 	ErrNotDelivered        = errors.New("ratchetd: no installation of the peer could be encrypted for")
+	ErrLocked              = persistence.ErrLocked
 )
 
 // Limits are the protocol limits, each with Status's default when zero.
@@ -52,7 +53,18 @@ type Limits struct {
 // Options configure an engine. The zero value is an in-memory engine with
 // an in-memory transport.
 type Options struct {
-	// Store holds the state; nil means a new in-memory store.
+	// Dir, when set, keeps the state in a Badger database in that directory
+	// (SyncWrites on, values encrypted at rest); otherwise, and unless Store
+	// is set, the state is in memory.
+	Dir string
+	// EncryptionKey is the 32-byte store key for Dir; nil keeps it in
+	// Dir/store.key (see README: what the data directory reveals).
+	EncryptionKey []byte
+	// NoSync turns Badger's SyncWrites off (safe against a process crash,
+	// not against power loss).
+	NoSync bool
+	// Store holds the state when Dir is empty; nil means a new in-memory
+	// store.
 	Store persistence.Store
 	// Transport carries envelopes; nil means a new in-memory transport.
 	Transport transport.Transport
@@ -101,6 +113,13 @@ type Engine struct {
 // Open starts an engine and every installation found in its store.
 func Open(o Options) (*Engine, error) {
 	e := &Engine{store: o.Store, tr: o.Transport}
+	if o.Dir != "" {
+		db, err := persistence.OpenBadger(persistence.BadgerOptions{Dir: o.Dir, EncryptionKey: o.EncryptionKey, NoSync: o.NoSync, Logger: o.Logger})
+		if err != nil {
+			return nil, err
+		}
+		e.store, e.ownStore = db, true
+	}
 	if e.store == nil {
 		e.store, e.ownStore = persistence.NewMemory(), true
 	}
