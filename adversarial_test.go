@@ -3,9 +3,10 @@ package ratchetd_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	mrand "math/rand/v2"
 	"slices"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -121,29 +122,50 @@ func TestHostileInput(t *testing.T) {
 	}
 }
 
-// faultyStore fails or panics on chosen commits.
+// faultyStore fails or panics on the next commit that writes a key with a
+// chosen prefix.
 type faultyStore struct {
 	persistence.Store
-	failNext  atomic.Int32
-	panicNext atomic.Int32
+	mu     sync.Mutex
+	target []byte
+	panics bool
+	hits   int
 }
 
 var errInjected = errors.New("injected store failure")
 
+func (f *faultyStore) arm(prefix []byte, panics bool) {
+	f.mu.Lock()
+	f.target, f.panics = prefix, panics
+	f.mu.Unlock()
+}
+
 func (f *faultyStore) Commit(ws []persistence.Write) error {
-	if f.panicNext.Add(-1) == 0 {
+	f.mu.Lock()
+	target, panics := f.target, f.panics
+	hit := false
+	for _, w := range ws {
+		hit = hit || (target != nil && bytes.HasPrefix(w.Key, target))
+	}
+	if hit {
+		f.target = nil
+		f.hits++
+	}
+	f.mu.Unlock()
+	if hit && panics {
 		panic("injected store panic")
 	}
-	if f.failNext.Add(-1) == 0 {
+	if hit {
 		return errInjected
 	}
 	return f.Store.Commit(ws)
 }
 
-// TestSessionFailureRestartsFromSnapshot: a failed commit leaves no
-// ciphertext out and the state at its last durable snapshot; a panic in a
-// PeerSession restarts it from that snapshot; the conversation goes on.
-func TestSessionFailureRestartsFromSnapshot(t *testing.T) {
+// TestStoreFailures: a failed commit leaves no ciphertext out and no
+// plaintext delivered, and the state at its last durable snapshot; a panic
+// in the Committer is survived (it is restarted); the conversation goes on
+// and nothing is delivered twice.
+func TestStoreFailures(t *testing.T) {
 	fs := &faultyStore{Store: persistence.NewMemory()}
 	w := newWorld(t, transport.Faults{}, func(o *ratchetd.Options) {
 		o.Store = fs
@@ -153,36 +175,33 @@ func TestSessionFailureRestartsFromSnapshot(t *testing.T) {
 	introduce(t, alice, bob)
 	mustSend(t, alice, bob, "one")
 	w.deliver()
+	aliceSessions := persistence.SessionPrefix(alice.InstallationID(), bob.Identity().Bytes())
+	bobSessions := persistence.SessionPrefix(bob.InstallationID(), alice.Identity().Bytes())
 
-	fs.failNext.Store(1)
-	mark := w.tap.mark()
-	if _, err := alice.Send(bob.Identity(), []byte("not durable")); err == nil {
-		t.Fatal("send succeeded although its state could not be committed")
+	for _, panics := range []bool{false, true} {
+		// The sender's state cannot be committed: the send fails and no
+		// ciphertext leaves.
+		fs.arm(aliceSessions, panics)
+		mark := w.tap.mark()
+		if _, err := alice.Send(bob.Identity(), []byte("not durable")); err == nil {
+			t.Fatalf("panics=%v: send succeeded although its state could not be committed", panics)
+		}
+		if n := len(w.tap.since(mark)); n != 0 {
+			t.Fatalf("panics=%v: %d ciphertexts left without a durable state", panics, n)
+		}
+		// The receiver's state cannot be committed: the message is not
+		// delivered; later ones are.
+		mustSend(t, alice, bob, fmt.Sprintf("lost at bob %v", panics))
+		fs.arm(bobSessions, panics)
+		w.deliver()
+		mustSend(t, alice, bob, fmt.Sprintf("after %v", panics))
+		w.deliver()
 	}
-	if n := len(w.tap.since(mark)); n != 0 {
-		t.Fatalf("%d ciphertexts left without a durable state", n)
+	if fs.hits != 4 {
+		t.Fatalf("%d faults injected, want 4", fs.hits)
 	}
-	mustSend(t, alice, bob, "two")
-	w.deliver()
-
-	// Alice's session panics while committing: the send fails, nothing
-	// leaves, and the restarted session continues from its snapshot.
-	fs.panicNext.Store(1)
-	mark = w.tap.mark()
-	if _, err := alice.Send(bob.Identity(), []byte("lost in a panic")); err == nil {
-		t.Fatal("send succeeded through a panic")
-	}
-	if n := len(w.tap.since(mark)); n != 0 {
-		t.Fatalf("%d ciphertexts left from a panicking session", n)
-	}
-	mustSend(t, alice, bob, "three")
-	// Bob's session panics while committing "three": it is not delivered,
-	// and the restarted session decrypts what follows.
-	fs.panicNext.Store(1)
-	w.deliver()
-	mustSend(t, alice, bob, "four")
-	w.deliver()
-	if got := w.received(bob); !slices.Equal(got, []string{"one", "two", "four"}) {
+	got := w.received(bob)
+	if !slices.Equal(got, []string{"one", "after false", "after true"}) {
 		t.Fatalf("bob got %q", got)
 	}
 	mustSend(t, bob, alice, "and back")

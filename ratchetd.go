@@ -82,6 +82,15 @@ type Options struct {
 	// Handler, when set, receives every message on one goroutine, in order;
 	// otherwise they are read from Engine.Messages.
 	Handler func(Message)
+	// ManualAck leaves acknowledgement to the application (Engine.Ack):
+	// every received message is committed to a durable inbox with the state
+	// that decrypted it, and delivered again after a restart until it is
+	// acknowledged (at-least-once; Message.ID identifies repeats). Without
+	// it a message is acknowledged once the Handler returned or the channel
+	// receive happened.
+	ManualAck bool
+	// SessionIdleTimeout passivates idle sessions (1 min; negative: never).
+	SessionIdleTimeout time.Duration
 	// RequestTimeout bounds one call into the engine (10 s).
 	RequestTimeout time.Duration
 }
@@ -127,6 +136,9 @@ func Open(o Options) (*Engine, error) {
 		e.tr, e.ownTr = transport.NewMemory(transport.MemoryOptions{}), true
 	}
 	e.box = newMailbox(o.Handler)
+	if !o.ManualAck {
+		e.box.ack = func(m Message) { e.Ack(m) }
+	}
 	cfg := actors.Config{
 		Ratchet:               o.Limits.Ratchet,
 		MaxInstallations:      o.Limits.MaxInstallations,
@@ -134,6 +146,7 @@ func Open(o Options) (*Engine, error) {
 		BundleRefreshInterval: o.BundleRefreshInterval,
 		BundleAdvertInterval:  o.BundleAdvertInterval,
 		RequestTimeout:        o.RequestTimeout,
+		SessionIdleTimeout:    o.SessionIdleTimeout,
 		Clock:                 o.Clock,
 		Rand:                  o.Rand,
 		Logger:                o.Logger,
@@ -152,6 +165,10 @@ func (e *Engine) Messages() <-chan Message { return e.box.out }
 
 // Stats returns the engine's counters.
 func (e *Engine) Stats() Stats { return e.eng.Stats() }
+
+// Ack acknowledges a received message (with Options.ManualAck): it will not
+// be delivered again.
+func (e *Engine) Ack(m Message) error { return e.eng.Ack(m.RecipientInstallation, m.ID) }
 
 // Transport returns the engine's transport.
 func (e *Engine) Transport() transport.Transport { return e.tr }
@@ -416,6 +433,7 @@ func (a *Account) ImportBundle(s string) error {
 // application: an unbounded queue drained by one goroutine into a handler or
 // a channel.
 type mailbox struct {
+	ack     func(Message) // nil with ManualAck
 	mu      sync.Mutex
 	cond    *sync.Cond
 	queue   []Message
@@ -461,6 +479,9 @@ func (b *mailbox) run() {
 			b.handler(m)
 		} else {
 			b.out <- m
+		}
+		if b.ack != nil {
+			b.ack(m)
 		}
 	}
 }

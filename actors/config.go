@@ -36,6 +36,9 @@ const (
 	// DefaultReplayCacheSize is how many recent DH-fallback entries and
 	// public envelopes an installation remembers to drop replays.
 	DefaultReplayCacheSize = 4096
+	// DefaultSessionIdleTimeout: an idle session is passivated after a
+	// minute, so memory follows the active set.
+	DefaultSessionIdleTimeout = time.Minute
 	// DefaultRequestTimeout bounds one actor request.
 	DefaultRequestTimeout = 10 * time.Second
 )
@@ -49,6 +52,12 @@ type Config struct {
 	BundleResignInterval  time.Duration // negative: re-sign on every send
 	BundleAdvertInterval  time.Duration
 	RequestTimeout        time.Duration
+	// MaxBatchWrites bounds one group commit (DefaultMaxBatchWrites).
+	MaxBatchWrites int
+	// SessionIdleTimeout passivates a PeerSession (and a SessionSupervisor
+	// with no running session) idle that long: it is stopped, and the next
+	// message reloads it from the store. Negative: never.
+	SessionIdleTimeout time.Duration
 	// ReplayCacheSize bounds the replay cache of DH-fallback and public
 	// messages.
 	ReplayCacheSize int
@@ -75,6 +84,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BundleAdvertInterval <= 0 {
 		c.BundleAdvertInterval = DefaultBundleAdvertInterval
+	}
+	if c.MaxBatchWrites <= 0 {
+		c.MaxBatchWrites = DefaultMaxBatchWrites
+	}
+	if c.SessionIdleTimeout == 0 {
+		c.SessionIdleTimeout = DefaultSessionIdleTimeout
 	}
 	if c.ReplayCacheSize <= 0 {
 		c.ReplayCacheSize = DefaultReplayCacheSize

@@ -65,23 +65,36 @@ type Stats struct {
 	Published, Decrypted, Duplicates, DecryptFailures, Malformed, BadBundles int64
 	NotForDevice, Adverts, Unwrapped, Unsupported, X3DHActive, X3DHPassive   int64
 	Rotations, Corrupt, BadEnvelopes                                         int64
+	// Group commit: transactions, writes, time spent, largest batch (in
+	// requests).
+	Commits, CommittedWrites, CommitNanos, MaxBatch int64
+	// SessionsActive is the number of PeerSession actors in memory;
+	// Passivations counts idle ones stopped.
+	SessionsActive, Passivations int64
+	// Redelivered: unacknowledged messages delivered again after a restart;
+	// OutboxResent: accepted sends published after a restart.
+	Redelivered, OutboxResent int64
 }
 
 type stats struct {
 	published, decrypted, duplicates, decryptFailures, malformed, badBundles atomic.Int64
 	notForDevice, adverts, unwrapped, unsupported, x3dhActive, x3dhPassive   atomic.Int64
 	rotations, corrupt, badEnvelopes                                         atomic.Int64
+	commits, committedWrites, commitNanos, maxBatch                          atomic.Int64
+	sessionsActive, passivations, redelivered, outboxResent                  atomic.Int64
 }
 
 // deps is what every actor of one engine shares; all of it is safe for
 // concurrent use.
 type deps struct {
-	cfg     Config
-	store   persistence.Store
-	tr      transport.Transport
-	log     *slog.Logger
-	deliver func(Message)
-	stats   *stats
+	cfg       Config
+	store     persistence.Store
+	tr        transport.Transport
+	log       *slog.Logger
+	deliver   func(Message)
+	stats     *stats
+	root      *actor.RootContext
+	committer *actor.PID
 }
 
 // Engine owns the actor system and routes transport deliveries to the
@@ -114,6 +127,8 @@ func NewEngine(cfg Config, store persistence.Store, tr transport.Transport, deli
 	cfg = cfg.withDefaults()
 	d := &deps{cfg: cfg, store: store, tr: tr, log: cfg.Logger, deliver: deliver, stats: &stats{}}
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return cfg.Logger }))
+	d.root = sys.Root
+	d.committer = sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &committer{deps: d} }))
 	return &Engine{deps: d, system: sys, installations: make(map[string]*hosted)}
 }
 
@@ -281,6 +296,17 @@ func (e *Engine) Request(installationID string, msg any) (any, error) {
 	return res, err
 }
 
+// Ack tells an installation that the application has a message: its inbox
+// record is deleted. It does not wait.
+func (e *Engine) Ack(installationID string, id []byte) error {
+	h, err := e.get(installationID)
+	if err != nil {
+		return err
+	}
+	e.system.Root.Send(h.pid, &messages.AckMessage{Id: id})
+	return nil
+}
+
 // Sessions lists an installation's sessions with one peer identity.
 func (e *Engine) Sessions(installationID string, peer keys.PublicKey) (*messages.SessionsReply, error) {
 	res, err := e.Request(installationID, &messages.SessionsQuery{PeerIdentity: peer[:]})
@@ -339,6 +365,9 @@ func (e *Engine) Stats() Stats {
 		NotForDevice: s.notForDevice.Load(), Adverts: s.adverts.Load(), Unwrapped: s.unwrapped.Load(),
 		Unsupported: s.unsupported.Load(), X3DHActive: s.x3dhActive.Load(), X3DHPassive: s.x3dhPassive.Load(),
 		Rotations: s.rotations.Load(), Corrupt: s.corrupt.Load(), BadEnvelopes: s.badEnvelopes.Load(),
+		Commits: s.commits.Load(), CommittedWrites: s.committedWrites.Load(), CommitNanos: s.commitNanos.Load(),
+		MaxBatch: s.maxBatch.Load(), SessionsActive: s.sessionsActive.Load(), Passivations: s.passivations.Load(),
+		Redelivered: s.redelivered.Load(), OutboxResent: s.outboxResent.Load(),
 	}
 }
 
@@ -363,6 +392,8 @@ func (e *Engine) Close() error {
 	for _, h := range all {
 		_ = e.system.Root.StopFuture(h.pid).Wait()
 	}
+	// The Committer goes last, after everything that writes.
+	_ = e.system.Root.PoisonFuture(e.deps.committer).Wait()
 	e.system.Shutdown()
 	return nil
 }

@@ -40,7 +40,7 @@ type installation struct {
 
 	preKeys     map[keys.PublicKey]*messages.OwnPreKey
 	devices     map[deviceKey]*messages.DeviceRecord
-	supervisors map[keys.PublicKey]*actor.PID
+	supervisors *children[keys.PublicKey]
 	publisher   *actor.PID
 	lastAdvert  map[deviceKey]time.Time
 	// seen remembers recent DH-fallback entries and public envelopes, which
@@ -81,21 +81,26 @@ func (in *installation) Receive(ctx actor.Context) {
 		ctx.Respond(in.setEnabled(ctx, m))
 	case *messages.ImportBundle:
 		ctx.Respond(in.importBundle(ctx, m))
+	case *messages.AckMessage:
+		in.ack(m.Id)
+		ctx.Respond(&messages.Ack{})
 	case *messages.BundleRequest:
 		ctx.Forward(in.publisher)
 	case *messages.RotateRequest:
 		ctx.Forward(in.publisher)
 	case *messages.SessionsQuery:
-		if pid := in.supervisors[keys.PublicKey(pad33(m.PeerIdentity))]; pid != nil {
-			ctx.Forward(pid)
-		} else {
-			ctx.Respond(&messages.SessionsReply{})
-		}
+		in.supervisors.forward(ctx, keys.PublicKey(pad33(m.PeerIdentity)), m, ctx.Sender())
+	case *messages.Tick:
+		in.supervisors.onTick(ctx)
+	case *actor.Terminated:
+		in.supervisors.terminated(ctx, m.Who)
 	}
 }
 
 func (in *installation) start(ctx actor.Context) {
-	in.supervisors = make(map[keys.PublicKey]*actor.PID)
+	// A SessionSupervisor only holds its sessions' index: it is passivated
+	// like them, once its sessions have been (twice the idle time).
+	in.supervisors = newChildren(in.spawnSupervisor, 2*in.deps.cfg.SessionIdleTimeout, nil)
 	in.lastAdvert = make(map[deviceKey]time.Time)
 	in.seen = newReplayCache(in.deps.cfg.ReplayCacheSize)
 	in.devices = make(map[deviceKey]*messages.DeviceRecord)
@@ -123,6 +128,7 @@ func (in *installation) start(ctx actor.Context) {
 		return &bundlePublisher{deps: in.deps, rec: rec, identity: identity}
 	}))
 	ctx.Send(in.publisher, &messages.PairedDevices{Devices: in.pairedDevices()})
+	in.redeliver()
 }
 
 func (in *installation) indexPreKeys() {
@@ -138,15 +144,18 @@ func (in *installation) currentPreKey() keys.PublicKey {
 	return keys.PublicKey(in.rec.PreKeys[len(in.rec.PreKeys)-1].PublicKey)
 }
 
-func (in *installation) supervisor(ctx actor.Context, peer keys.PublicKey) *actor.PID {
-	if pid := in.supervisors[peer]; pid != nil {
-		return pid
-	}
-	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor {
+func (in *installation) spawnSupervisor(ctx actor.Context, peer keys.PublicKey) *actor.PID {
+	return ctx.Spawn(actor.PropsFromProducer(func() actor.Actor {
 		return &sessionSupervisor{deps: in.deps, local: in.id, identity: in.identity, peer: peer}
 	}))
-	in.supervisors[peer] = pid
-	return pid
+}
+
+// ask sends a request to the SessionSupervisor of a peer identity (held
+// while a passivated one stops) and returns the future of its reply.
+func (in *installation) ask(ctx actor.Context, peer keys.PublicKey, msg any) actor.Future {
+	f := actor.NewFuture(ctx.ActorSystem(), in.deps.cfg.RequestTimeout)
+	in.supervisors.forward(ctx, peer, msg, f.PID())
+	return f
 }
 
 // activeDevices are the installations of identity to send to: enabled, most
@@ -200,7 +209,7 @@ func (in *installation) receive(ctx actor.Context, env *messages.IncomingEnvelop
 		// Status passes payloads that are not a ProtocolMessage on to the
 		// application unwrapped (status-compat.md §1, SkipEncryptionLayer).
 		in.deps.stats.unwrapped.Add(1)
-		in.deliver(Message{Kind: KindUnwrapped, Sender: sender, Payload: env.Payload, ID: env.EnvelopeId, Topic: env.Topic})
+		in.accept(&messages.InboxRecord{Id: env.EnvelopeId, Sender: sender[:], Kind: int32(KindUnwrapped), Payload: env.Payload, Topic: env.Topic})
 		ctx.Respond(&messages.Processed{})
 		return
 	}
@@ -217,7 +226,7 @@ func (in *installation) receive(ctx actor.Context, env *messages.IncomingEnvelop
 	}
 	if len(pm.PublicMessage) > 0 || public {
 		if len(pm.PublicMessage) > 0 && in.seen.add(keys.Keccak256(env.EnvelopeId)) {
-			in.deliver(Message{Kind: KindPublic, Sender: sender, SenderInstallation: pm.InstallationId, Payload: pm.PublicMessage, ID: env.EnvelopeId, Topic: env.Topic})
+			in.accept(&messages.InboxRecord{Id: env.EnvelopeId, Sender: sender[:], SenderInstallation: pm.InstallationId, Kind: int32(KindPublic), Payload: pm.PublicMessage, Topic: env.Topic})
 		}
 		ctx.Respond(&messages.Processed{})
 		return
@@ -333,9 +342,9 @@ func (in *installation) storeBundle(ctx actor.Context, v *bundle.Verified) {
 		pairedChanged = pairedChanged || (own && d.Enabled)
 	}
 	if len(writes) > 0 {
-		if err := in.deps.store.Commit(writes); err != nil {
-			in.deps.log.Warn("device registry not persisted", "err", err)
-		}
+		// Not waited for: a registry update lost in a crash is repeated by
+		// the next bundle the peer attaches.
+		in.deps.commitLater(writes)
 	}
 	if pairedChanged {
 		ctx.Send(in.publisher, &messages.PairedDevices{Devices: in.pairedDevices()})
@@ -364,15 +373,19 @@ func (in *installation) receiveDH(ctx actor.Context, env *messages.IncomingEnvel
 		// installation does not have (or lost) the sessions we send on, so
 		// the next send to it starts a fresh X3DH. Only the holder of the
 		// sender's identity key can sign the envelope that triggers this.
-		ctx.Send(in.supervisor(ctx, sender), &messages.ResetSending{PeerInstallationId: pm.InstallationId})
-	} else {
-		in.deliver(Message{Kind: KindDirect, Sender: sender, SenderInstallation: pm.InstallationId, Payload: pt, ID: env.EnvelopeId, Topic: env.Topic, NoForwardSecrecy: true})
+		in.supervisors.forward(ctx, sender, &messages.ResetSending{PeerInstallationId: pm.InstallationId}, nil)
+	} else if err := in.accept(&messages.InboxRecord{Id: env.EnvelopeId, Sender: sender[:], SenderInstallation: pm.InstallationId, Kind: int32(KindDirect), Payload: pt, Topic: env.Topic, NoForwardSecrecy: true}); err != nil {
+		ctx.Respond(&messages.Processed{Error: messages.ErrorCode_STORE, Detail: err.Error()})
+		return
 	}
 	ctx.Respond(&messages.Processed{})
 }
 
 func (in *installation) receiveRatchet(ctx actor.Context, env *messages.IncomingEnvelope, pm *messages.ProtocolMessage, e *messages.EncryptedMessageProtocol, sender keys.PublicKey) {
-	req := &messages.DecryptRequest{PeerInstallationId: pm.InstallationId, Message: e}
+	req := &messages.DecryptRequest{PeerInstallationId: pm.InstallationId, Message: e, Inbox: &messages.InboxRecord{
+		Id: env.EnvelopeId, Sender: sender[:], SenderInstallation: pm.InstallationId, Kind: int32(KindDirect),
+		Topic: env.Topic, ReceivedUnixNano: in.deps.cfg.Clock().UnixNano(),
+	}}
 	if h := e.X3DhHeader; h != nil {
 		if pk, err := keys.ParsePublicKey(h.Id); err == nil {
 			req.SignedPreKey = in.preKeys[pk]
@@ -380,7 +393,7 @@ func (in *installation) receiveRatchet(ctx actor.Context, env *messages.Incoming
 	}
 	respondTo := ctx.Sender()
 	from := deviceKey{sender, pm.InstallationId}
-	f := ctx.RequestFuture(in.supervisor(ctx, sender), req, in.deps.cfg.RequestTimeout)
+	f := in.ask(ctx, sender, req)
 	ctx.ReenterAfter(f, func(res any, err error) {
 		r, _ := res.(*messages.DecryptResponse)
 		code := messages.ErrorCode_TIMEOUT
@@ -390,8 +403,11 @@ func (in *installation) receiveRatchet(ctx actor.Context, env *messages.Incoming
 		}
 		switch code {
 		case messages.ErrorCode_OK:
+			// The PeerSession committed the state and the inbox record.
 			in.deps.stats.decrypted.Add(1)
-			in.deliver(Message{Kind: KindDirect, Sender: sender, SenderInstallation: pm.InstallationId, Payload: r.Plaintext, ID: env.EnvelopeId, Topic: env.Topic})
+			rec := req.Inbox
+			rec.Payload = r.Plaintext
+			in.deliver(rec)
 		case messages.ErrorCode_DUPLICATE:
 			in.deps.stats.duplicates.Add(1)
 		default:
@@ -507,11 +523,12 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 	for _, g := range groups {
 		for _, d := range in.activeDevices(g.to) {
 			req := &messages.EncryptRequest{PeerInstallationId: d.InstallationId, PeerSignedPreKey: d.SignedPreKey, OwnSignedPreKey: own[:], Payload: cmd.Payload}
-			pending = append(pending, pendingEncrypt{g, ctx.RequestFuture(in.supervisor(ctx, g.to), req, in.deps.cfg.RequestTimeout)})
+			pending = append(pending, pendingEncrypt{g, in.ask(ctx, g.to, req)})
 		}
 	}
 	remaining := len(pending) + 1
 	var bundleReply *messages.BundleReply
+	var envs []*messages.Envelope
 	finish := func() {
 		remaining--
 		if remaining > 0 {
@@ -533,16 +550,54 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 				report.DhFallback = true
 			}
 			pm := &messages.ProtocolMessage{InstallationId: in.id, Bundles: bundles(bundleReply), EncryptedMessage: g.entries}
-			if err := in.publish(g.to, pm); err != nil {
+			env, err := in.seal(transport.PartitionedTopic(g.to), &g.to, pm)
+			if err != nil {
 				report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
 				continue
 			}
-			report.Envelopes++
+			envs = append(envs, env)
 		}
 		if report.Error == messages.ErrorCode_OK && len(report.Failed) > 0 && len(report.Installations) == 0 && !report.DhFallback {
 			report.Error, report.Detail = messages.ErrorCode_NO_SESSION, "no installation of the peer could be encrypted for"
 		}
-		reply()
+		if len(envs) == 0 {
+			reply()
+			return
+		}
+		// The send is accepted once its envelopes are in the outbox: a
+		// crash after this publishes the same ciphertexts on restart. The
+		// states that produced them were committed before (each PeerSession
+		// commits before it answers).
+		rec := &messages.OutboxRecord{Envelopes: envs}
+		for _, env := range envs {
+			rec.Id = append(rec.Id, env.Signature[:8]...)
+		}
+		key := persistence.OutboxKey(in.id, rec.Id)
+		v, err := proto.Marshal(rec)
+		if err != nil {
+			report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
+			reply()
+			return
+		}
+		f := ctx.RequestFuture(in.deps.committer, commitRequest([]persistence.Write{{Key: key, Value: v}}), in.deps.cfg.RequestTimeout)
+		ctx.ReenterAfter(f, func(res any, err error) {
+			if ack, _ := res.(*messages.CommitAck); err != nil || ack == nil || ack.Error != messages.ErrorCode_OK {
+				report.Error, report.Detail = messages.ErrorCode_STORE, "outbox commit failed"
+				reply()
+				return
+			}
+			for _, env := range envs {
+				if err := in.deps.tr.Publish(env); err != nil {
+					report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
+					reply()
+					return // stays in the outbox: published again after a restart
+				}
+				in.deps.stats.published.Add(1)
+				report.Envelopes++
+			}
+			reply()
+			in.deps.commitLater([]persistence.Write{{Key: key, Delete: true}})
+		})
 	}
 	ctx.ReenterAfter(bundleF, func(res any, err error) {
 		bundleReply, _ = res.(*messages.BundleReply)
@@ -590,16 +645,21 @@ func (in *installation) publish(to keys.PublicKey, pm *messages.ProtocolMessage)
 }
 
 func (in *installation) publishOn(topic string, to *keys.PublicKey, pm *messages.ProtocolMessage) error {
-	payload, err := proto.Marshal(pm)
-	if err != nil {
-		return err
-	}
-	env, err := transport.Seal(in.identity.Private, topic, to, payload)
+	env, err := in.seal(topic, to, pm)
 	if err != nil {
 		return err
 	}
 	in.deps.stats.published.Add(1)
 	return in.deps.tr.Publish(env)
+}
+
+// seal wraps a ProtocolMessage in an envelope signed by our identity.
+func (in *installation) seal(topic string, to *keys.PublicKey, pm *messages.ProtocolMessage) (*messages.Envelope, error) {
+	payload, err := proto.Marshal(pm)
+	if err != nil {
+		return nil, err
+	}
+	return transport.Seal(in.identity.Private, topic, to, payload)
 }
 
 // ---- device registry ----
@@ -636,7 +696,7 @@ func (in *installation) setEnabled(ctx actor.Context, m *messages.SetDeviceEnabl
 	d.Enabled = m.Enabled
 	v, err := proto.Marshal(d)
 	if err == nil {
-		err = in.deps.store.Commit([]persistence.Write{{Key: persistence.DeviceKey(in.id, m.Identity, m.InstallationId), Value: v}})
+		err = in.deps.commit([]persistence.Write{{Key: persistence.DeviceKey(in.id, m.Identity, m.InstallationId), Value: v}})
 	}
 	if err != nil {
 		return &messages.Ack{Error: messages.ErrorCode_STORE, Detail: err.Error()}
@@ -660,10 +720,76 @@ func (in *installation) importBundle(ctx actor.Context, m *messages.ImportBundle
 	return &messages.Ack{}
 }
 
-func (in *installation) deliver(m Message) {
-	m.Recipient = in.identity.Public
-	m.RecipientInstallation = in.id
-	in.deps.deliver(m)
+// accept commits a message that no PeerSession handled (DH fallback, public,
+// unwrapped) to the inbox, then delivers it.
+func (in *installation) accept(rec *messages.InboxRecord) error {
+	rec.ReceivedUnixNano = in.deps.cfg.Clock().UnixNano()
+	v, err := proto.Marshal(rec)
+	if err == nil {
+		err = in.deps.commit([]persistence.Write{{Key: persistence.InboxKey(in.id, rec.Id), Value: v}})
+	}
+	if err != nil {
+		in.deps.log.Warn("inbox commit failed; message dropped", "installation", in.id, "err", err)
+		return err
+	}
+	in.deliver(rec)
+	return nil
+}
+
+// deliver hands a committed inbox record to the application.
+func (in *installation) deliver(rec *messages.InboxRecord) {
+	in.deps.deliver(Message{
+		Kind: Kind(rec.Kind), Sender: keys.PublicKey(pad33(rec.Sender)), SenderInstallation: rec.SenderInstallation,
+		Recipient: in.identity.Public, RecipientInstallation: in.id,
+		Payload: rec.Payload, ID: rec.Id, Topic: rec.Topic, NoForwardSecrecy: rec.NoForwardSecrecy,
+	})
+}
+
+// redeliver hands every unacknowledged inbox record to the application again
+// and publishes every accepted send still in the outbox (after a restart).
+func (in *installation) redeliver() {
+	err := in.deps.store.Scan(persistence.InboxPrefix(in.id), func(k, v []byte) error {
+		var rec messages.InboxRecord
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			in.deps.log.Warn("inbox record unreadable; skipped", "key", fmt.Sprintf("%x", k), "err", err)
+			in.deps.stats.corrupt.Add(1)
+			return nil
+		}
+		in.deps.stats.redelivered.Add(1)
+		in.deliver(&rec)
+		return nil
+	})
+	if err != nil {
+		in.deps.log.Warn("inbox scan failed", "err", err)
+	}
+	var done []persistence.Write
+	err = in.deps.store.Scan(persistence.OutboxPrefix(in.id), func(k, v []byte) error {
+		var rec messages.OutboxRecord
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			in.deps.log.Warn("outbox record unreadable; skipped", "key", fmt.Sprintf("%x", k), "err", err)
+			in.deps.stats.corrupt.Add(1)
+			return nil
+		}
+		for _, env := range rec.Envelopes {
+			if err := in.deps.tr.Publish(env); err != nil {
+				return err
+			}
+		}
+		in.deps.stats.outboxResent.Add(1)
+		done = append(done, persistence.Write{Key: bytes.Clone(k), Delete: true})
+		return nil
+	})
+	if err != nil {
+		in.deps.log.Warn("outbox scan failed", "err", err)
+	}
+	if len(done) > 0 {
+		in.deps.commitLater(done)
+	}
+}
+
+// ack deletes an acknowledged inbox record.
+func (in *installation) ack(id []byte) {
+	in.deps.commitLater([]persistence.Write{{Key: persistence.InboxKey(in.id, id), Delete: true}})
 }
 
 // replayCache is a bounded set of recent message hashes, oldest evicted

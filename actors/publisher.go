@@ -79,7 +79,7 @@ func (p *bundlePublisher) rotate(ctx actor.Context, now time.Time) {
 	})
 	v, err := proto.Marshal(rec)
 	if err == nil {
-		err = p.deps.store.Commit([]persistence.Write{{Key: persistence.InstallationKey(rec.InstallationId), Value: v}})
+		err = p.deps.commit([]persistence.Write{{Key: persistence.InstallationKey(rec.InstallationId), Value: v}})
 	}
 	if err != nil {
 		p.deps.log.Error("prekey rotation not persisted", "err", err)

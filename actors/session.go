@@ -33,11 +33,19 @@ type peerSession struct {
 func (s *peerSession) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		s.deps.stats.sessionsActive.Add(1)
 		if err := s.load(); err != nil {
 			// A corrupt record is reported with its key and skipped: the
 			// session re-establishes through the recovery flow.
 			s.deps.log.Warn("session record unreadable; starting empty", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
+			s.deps.stats.corrupt.Add(1)
 			s.rec, s.sess = nil, nil
+		}
+	case *actor.Stopped:
+		s.deps.stats.sessionsActive.Add(-1)
+		if s.sess != nil {
+			s.sess.State.Wipe()
+			s.sess.Skipped.Wipe()
 		}
 	case *messages.EncryptRequest:
 		ctx.Respond(s.encrypt(ctx, m))
@@ -125,7 +133,7 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 	rec.State = next.Snapshot()
 	w, err := recordWrite(s.storeKey, rec)
 	if err == nil {
-		err = s.deps.store.Commit(append(writes, w))
+		err = s.deps.commit(append(writes, w))
 	}
 	if err != nil {
 		resp.Error, resp.Detail = messages.ErrorCode_STORE, err.Error()
@@ -179,9 +187,9 @@ func (s *peerSession) decrypt(ctx actor.Context, m *messages.DecryptRequest) *me
 	confirmed := s.rec.Confirmed || s.rec.Initiator
 	rec := s.record(&r.Next, confirmed)
 	evicted := s.sess.Apply(r)
-	writes, err := s.decryptWrites(rec, r, usedSeq, evicted)
+	writes, err := s.decryptWrites(rec, r, usedSeq, evicted, m.Inbox)
 	if err == nil {
-		err = s.deps.store.Commit(writes)
+		err = s.deps.commit(writes)
 	}
 	if err != nil {
 		// The in-memory state ran ahead of the store: go back to the last
@@ -234,11 +242,11 @@ func (s *peerSession) decryptFresh(ctx actor.Context, m *messages.DecryptRequest
 	for _, k := range old {
 		writes = append(writes, persistence.Write{Key: k, Delete: true})
 	}
-	more, err2 := s.decryptWrites(rec, r, 0, nil)
+	more, err2 := s.decryptWrites(rec, r, 0, nil, m.Inbox)
 	err = errors.Join(err, err2)
 	if err == nil {
 		writes = append(writes, more...)
-		err = s.deps.store.Commit(writes)
+		err = s.deps.commit(writes)
 	}
 	if err != nil {
 		resp.Error, resp.Detail = messages.ErrorCode_STORE, err.Error()
@@ -269,13 +277,26 @@ func (s *peerSession) record(st *ratchet.State, confirmed bool) *messages.Sessio
 }
 
 // decryptWrites is one atomic commit: the session record, the new skipped
-// keys, and the deletion of the consumed and evicted ones.
-func (s *peerSession) decryptWrites(rec *messages.SessionRecord, r *ratchet.Result, usedSeq uint64, evicted []ratchet.SkippedKey) ([]persistence.Write, error) {
+// keys, the deletion of the consumed and evicted ones, and the inbox record.
+//
+// The plaintext goes into the inbox in the same commit (durability rule 2):
+// a crash after it leaves the message to be delivered again, never lost, and
+// never decryptable twice.
+func (s *peerSession) decryptWrites(rec *messages.SessionRecord, r *ratchet.Result, usedSeq uint64, evicted []ratchet.SkippedKey, inbox *messages.InboxRecord) ([]persistence.Write, error) {
 	w, err := recordWrite(s.storeKey, rec)
 	if err != nil {
 		return nil, err
 	}
 	writes := []persistence.Write{w}
+	if inbox != nil {
+		ib := proto.Clone(inbox).(*messages.InboxRecord)
+		ib.Payload = r.Plaintext
+		v, err := proto.Marshal(ib)
+		if err != nil {
+			return nil, err
+		}
+		writes = append(writes, persistence.Write{Key: persistence.InboxKey(s.local, ib.Id), Value: v})
+	}
 	for _, k := range r.Skipped {
 		v, err := proto.Marshal(&messages.SkippedKey{RatchetKey: k.RatchetKey[:], N: k.N, MessageKey: k.Key[:], Seq: k.Seq})
 		if err != nil {

@@ -45,16 +45,18 @@ type sessionSupervisor struct {
 	identity keys.KeyPair
 	peer     keys.PublicKey
 
-	meta map[sessionKey]*sessionMeta
-	pids map[sessionKey]*actor.PID
+	meta     map[sessionKey]*sessionMeta
+	sessions *children[sessionKey]
 }
 
 func (s *sessionSupervisor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		s.meta = make(map[sessionKey]*sessionMeta)
-		s.pids = make(map[sessionKey]*actor.PID)
+		s.sessions = newChildren(s.spawn, s.deps.cfg.SessionIdleTimeout, func() { s.deps.stats.passivations.Add(1) })
 		s.loadIndex()
+	case *messages.Tick:
+		s.sessions.onTick(ctx)
 	case *messages.EncryptRequest:
 		s.encrypt(ctx, m)
 	case *messages.DecryptRequest:
@@ -70,11 +72,7 @@ func (s *sessionSupervisor) Receive(ctx actor.Context) {
 	case *messages.SessionsQuery:
 		ctx.Respond(s.query())
 	case *actor.Terminated:
-		for k, pid := range s.pids {
-			if pid.Equal(m.Who) {
-				delete(s.pids, k)
-			}
-		}
+		s.sessions.terminated(ctx, m.Who)
 	}
 }
 
@@ -163,10 +161,10 @@ func (s *sessionSupervisor) encrypt(ctx actor.Context, m *messages.EncryptReques
 		m = proto.Clone(m).(*messages.EncryptRequest)
 		m.Reinit = rec
 		s.deps.stats.x3dhActive.Add(1)
-		ctx.RequestWithCustomSender(s.session(ctx, k), m, ctx.Sender())
+		s.sessions.forward(ctx, k, m, ctx.Sender())
 		return
 	}
-	ctx.Forward(s.session(ctx, k))
+	s.sessions.forward(ctx, k, m, ctx.Sender())
 }
 
 // initiate runs the active X3DH (status-compat.md §5) and the initiator's
@@ -222,7 +220,7 @@ func (s *sessionSupervisor) decrypt(ctx actor.Context, m *messages.DecryptReques
 			m = proto.Clone(m).(*messages.DecryptRequest)
 			m.FreshSymmetricKey, m.FreshPeerEphemeral = sk[:], ek[:]
 			s.deps.stats.x3dhPassive.Add(1)
-			ctx.RequestWithCustomSender(s.session(ctx, k), m, ctx.Sender())
+			s.sessions.forward(ctx, k, m, ctx.Sender())
 			return
 		}
 	}
@@ -230,22 +228,17 @@ func (s *sessionSupervisor) decrypt(ctx actor.Context, m *messages.DecryptReques
 		ctx.Respond(&messages.DecryptResponse{Error: messages.ErrorCode_NO_SESSION, Detail: "no session for bundle id " + bid.String()})
 		return
 	}
-	ctx.Forward(s.session(ctx, k))
+	s.sessions.forward(ctx, k, m, ctx.Sender())
 }
 
-// session returns the PeerSession actor of a key, spawning it (it loads its
-// state from the store) when it is not running.
-func (s *sessionSupervisor) session(ctx actor.Context, k sessionKey) *actor.PID {
-	if pid := s.pids[k]; pid != nil {
-		return pid
-	}
+// spawn starts the PeerSession actor of a key; it loads its state from the
+// store.
+func (s *sessionSupervisor) spawn(ctx actor.Context, k sessionKey) *actor.PID {
 	storeKey := persistence.SessionKey(s.local, s.peer[:], k.installation, k.bundleID[:])
 	props := actor.PropsFromProducer(func() actor.Actor {
 		return &peerSession{deps: s.deps, local: s.local, peer: s.peer, storeKey: storeKey}
 	})
-	pid := ctx.Spawn(props)
-	s.pids[k] = pid
-	return pid
+	return ctx.Spawn(props)
 }
 
 func (s *sessionSupervisor) query() *messages.SessionsReply {

@@ -609,8 +609,11 @@ type DecryptRequest struct {
 	// the passive SK and the EK_A it came from (status-compat.md §8.2 step 4).
 	FreshSymmetricKey  []byte `protobuf:"bytes,4,opt,name=fresh_symmetric_key,json=freshSymmetricKey,proto3" json:"fresh_symmetric_key,omitempty"`
 	FreshPeerEphemeral []byte `protobuf:"bytes,5,opt,name=fresh_peer_ephemeral,json=freshPeerEphemeral,proto3" json:"fresh_peer_ephemeral,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The inbox record to commit with the new state (payload filled in by the
+	// PeerSession).
+	Inbox         *InboxRecord `protobuf:"bytes,6,opt,name=inbox,proto3" json:"inbox,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DecryptRequest) Reset() {
@@ -674,6 +677,13 @@ func (x *DecryptRequest) GetFreshSymmetricKey() []byte {
 func (x *DecryptRequest) GetFreshPeerEphemeral() []byte {
 	if x != nil {
 		return x.FreshPeerEphemeral
+	}
+	return nil
+}
+
+func (x *DecryptRequest) GetInbox() *InboxRecord {
+	if x != nil {
+		return x.Inbox
 	}
 	return nil
 }
@@ -1838,12 +1848,447 @@ func (*Shutdown) Descriptor() ([]byte, []int) {
 	return file_engine_proto_rawDescGZIP(), []int{27}
 }
 
+// StoreWrite is one write of a commit (persistence.Write).
+type StoreWrite struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Delete        bool                   `protobuf:"varint,3,opt,name=delete,proto3" json:"delete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreWrite) Reset() {
+	*x = StoreWrite{}
+	mi := &file_engine_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreWrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreWrite) ProtoMessage() {}
+
+func (x *StoreWrite) ProtoReflect() protoreflect.Message {
+	mi := &file_engine_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreWrite.ProtoReflect.Descriptor instead.
+func (*StoreWrite) Descriptor() ([]byte, []int) {
+	return file_engine_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *StoreWrite) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *StoreWrite) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *StoreWrite) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
+// CommitRequest asks the Committer to make writes durable, atomically with
+// each other; it answers with CommitAck once they are.
+type CommitRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Writes        []*StoreWrite          `protobuf:"bytes,1,rep,name=writes,proto3" json:"writes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitRequest) Reset() {
+	*x = CommitRequest{}
+	mi := &file_engine_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitRequest) ProtoMessage() {}
+
+func (x *CommitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_engine_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
+func (*CommitRequest) Descriptor() ([]byte, []int) {
+	return file_engine_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CommitRequest) GetWrites() []*StoreWrite {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+type CommitAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         ErrorCode              `protobuf:"varint,1,opt,name=error,proto3,enum=ratchetd.engine.ErrorCode" json:"error,omitempty"`
+	Detail        string                 `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitAck) Reset() {
+	*x = CommitAck{}
+	mi := &file_engine_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitAck) ProtoMessage() {}
+
+func (x *CommitAck) ProtoReflect() protoreflect.Message {
+	mi := &file_engine_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitAck.ProtoReflect.Descriptor instead.
+func (*CommitAck) Descriptor() ([]byte, []int) {
+	return file_engine_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CommitAck) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_OK
+}
+
+func (x *CommitAck) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+// Flush is the Committer's note to itself: commit what has queued.
+type Flush struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Flush) Reset() {
+	*x = Flush{}
+	mi := &file_engine_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Flush) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Flush) ProtoMessage() {}
+
+func (x *Flush) ProtoReflect() protoreflect.Message {
+	mi := &file_engine_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Flush.ProtoReflect.Descriptor instead.
+func (*Flush) Descriptor() ([]byte, []int) {
+	return file_engine_proto_rawDescGZIP(), []int{31}
+}
+
+// Tick is a parent's timer note: passivate the children idle too long.
+type Tick struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tick) Reset() {
+	*x = Tick{}
+	mi := &file_engine_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tick) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tick) ProtoMessage() {}
+
+func (x *Tick) ProtoReflect() protoreflect.Message {
+	mi := &file_engine_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tick.ProtoReflect.Descriptor instead.
+func (*Tick) Descriptor() ([]byte, []int) {
+	return file_engine_proto_rawDescGZIP(), []int{32}
+}
+
+// InboxRecord is a received message committed together with the state that
+// decrypted it, until the application acknowledges it.
+type InboxRecord struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Id                 []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"` // envelope id
+	Sender             []byte                 `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
+	SenderInstallation string                 `protobuf:"bytes,3,opt,name=sender_installation,json=senderInstallation,proto3" json:"sender_installation,omitempty"`
+	Payload            []byte                 `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
+	Kind               int32                  `protobuf:"varint,5,opt,name=kind,proto3" json:"kind,omitempty"`
+	Topic              string                 `protobuf:"bytes,6,opt,name=topic,proto3" json:"topic,omitempty"`
+	NoForwardSecrecy   bool                   `protobuf:"varint,7,opt,name=no_forward_secrecy,json=noForwardSecrecy,proto3" json:"no_forward_secrecy,omitempty"`
+	ReceivedUnixNano   int64                  `protobuf:"varint,8,opt,name=received_unix_nano,json=receivedUnixNano,proto3" json:"received_unix_nano,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *InboxRecord) Reset() {
+	*x = InboxRecord{}
+	mi := &file_engine_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboxRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboxRecord) ProtoMessage() {}
+
+func (x *InboxRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_engine_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboxRecord.ProtoReflect.Descriptor instead.
+func (*InboxRecord) Descriptor() ([]byte, []int) {
+	return file_engine_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *InboxRecord) GetId() []byte {
+	if x != nil {
+		return x.Id
+	}
+	return nil
+}
+
+func (x *InboxRecord) GetSender() []byte {
+	if x != nil {
+		return x.Sender
+	}
+	return nil
+}
+
+func (x *InboxRecord) GetSenderInstallation() string {
+	if x != nil {
+		return x.SenderInstallation
+	}
+	return ""
+}
+
+func (x *InboxRecord) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *InboxRecord) GetKind() int32 {
+	if x != nil {
+		return x.Kind
+	}
+	return 0
+}
+
+func (x *InboxRecord) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *InboxRecord) GetNoForwardSecrecy() bool {
+	if x != nil {
+		return x.NoForwardSecrecy
+	}
+	return false
+}
+
+func (x *InboxRecord) GetReceivedUnixNano() int64 {
+	if x != nil {
+		return x.ReceivedUnixNano
+	}
+	return 0
+}
+
+// AckMessage deletes an inbox record: the application has the message.
+type AckMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckMessage) Reset() {
+	*x = AckMessage{}
+	mi := &file_engine_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckMessage) ProtoMessage() {}
+
+func (x *AckMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_engine_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckMessage.ProtoReflect.Descriptor instead.
+func (*AckMessage) Descriptor() ([]byte, []int) {
+	return file_engine_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *AckMessage) GetId() []byte {
+	if x != nil {
+		return x.Id
+	}
+	return nil
+}
+
+// OutboxRecord holds the envelopes of an accepted send until they are
+// published, so that a send accepted before a crash is published after it
+// with the same ciphertexts.
+type OutboxRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Envelopes     []*Envelope            `protobuf:"bytes,2,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboxRecord) Reset() {
+	*x = OutboxRecord{}
+	mi := &file_engine_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxRecord) ProtoMessage() {}
+
+func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_engine_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxRecord.ProtoReflect.Descriptor instead.
+func (*OutboxRecord) Descriptor() ([]byte, []int) {
+	return file_engine_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *OutboxRecord) GetId() []byte {
+	if x != nil {
+		return x.Id
+	}
+	return nil
+}
+
+func (x *OutboxRecord) GetEnvelopes() []*Envelope {
+	if x != nil {
+		return x.Envelopes
+	}
+	return nil
+}
+
 var File_engine_proto protoreflect.FileDescriptor
 
 const file_engine_proto_rawDesc = "" +
 	"\n" +
 	"\fengine.proto\x12\x0fratchetd.engine\x1a\n" +
-	"wire.proto\x1a\vstate.proto\"\x91\x01\n" +
+	"wire.proto\x1a\vstate.proto\x1a\x0ftransport.proto\"\x91\x01\n" +
 	"\tOwnPreKey\x12\x1f\n" +
 	"\vprivate_key\x18\x01 \x01(\fR\n" +
 	"privateKey\x12\x1d\n" +
@@ -1885,13 +2330,14 @@ const file_engine_proto_rawDesc = "" +
 	"\x14peer_installation_id\x18\x01 \x01(\tR\x12peerInstallationId\x12A\n" +
 	"\amessage\x18\x02 \x01(\v2'.ratchetd.wire.EncryptedMessageProtocolR\amessage\x120\n" +
 	"\x05error\x18\x03 \x01(\x0e2\x1a.ratchetd.engine.ErrorCodeR\x05error\x12\x16\n" +
-	"\x06detail\x18\x04 \x01(\tR\x06detail\"\xa9\x02\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"\xdd\x02\n" +
 	"\x0eDecryptRequest\x120\n" +
 	"\x14peer_installation_id\x18\x01 \x01(\tR\x12peerInstallationId\x12A\n" +
 	"\amessage\x18\x02 \x01(\v2'.ratchetd.wire.EncryptedMessageProtocolR\amessage\x12@\n" +
 	"\x0esigned_pre_key\x18\x03 \x01(\v2\x1a.ratchetd.engine.OwnPreKeyR\fsignedPreKey\x12.\n" +
 	"\x13fresh_symmetric_key\x18\x04 \x01(\fR\x11freshSymmetricKey\x120\n" +
-	"\x14fresh_peer_ephemeral\x18\x05 \x01(\fR\x12freshPeerEphemeral\"\x96\x01\n" +
+	"\x14fresh_peer_ephemeral\x18\x05 \x01(\fR\x12freshPeerEphemeral\x122\n" +
+	"\x05inbox\x18\x06 \x01(\v2\x1c.ratchetd.engine.InboxRecordR\x05inbox\"\x96\x01\n" +
 	"\x0fDecryptResponse\x12\x1c\n" +
 	"\tplaintext\x18\x01 \x01(\fR\tplaintext\x120\n" +
 	"\x05error\x18\x02 \x01(\x0e2\x1a.ratchetd.engine.ErrorCodeR\x05error\x12\x16\n" +
@@ -1965,7 +2411,34 @@ const file_engine_proto_rawDesc = "" +
 	"\x05error\x18\x01 \x01(\x0e2\x1a.ratchetd.engine.ErrorCodeR\x05error\x12\x16\n" +
 	"\x06detail\x18\x02 \x01(\tR\x06detail\"\n" +
 	"\n" +
-	"\bShutdown*\xa4\x01\n" +
+	"\bShutdown\"L\n" +
+	"\n" +
+	"StoreWrite\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x16\n" +
+	"\x06delete\x18\x03 \x01(\bR\x06delete\"D\n" +
+	"\rCommitRequest\x123\n" +
+	"\x06writes\x18\x01 \x03(\v2\x1b.ratchetd.engine.StoreWriteR\x06writes\"U\n" +
+	"\tCommitAck\x120\n" +
+	"\x05error\x18\x01 \x01(\x0e2\x1a.ratchetd.engine.ErrorCodeR\x05error\x12\x16\n" +
+	"\x06detail\x18\x02 \x01(\tR\x06detail\"\a\n" +
+	"\x05Flush\"\x06\n" +
+	"\x04Tick\"\x86\x02\n" +
+	"\vInboxRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\fR\x02id\x12\x16\n" +
+	"\x06sender\x18\x02 \x01(\fR\x06sender\x12/\n" +
+	"\x13sender_installation\x18\x03 \x01(\tR\x12senderInstallation\x12\x18\n" +
+	"\apayload\x18\x04 \x01(\fR\apayload\x12\x12\n" +
+	"\x04kind\x18\x05 \x01(\x05R\x04kind\x12\x14\n" +
+	"\x05topic\x18\x06 \x01(\tR\x05topic\x12,\n" +
+	"\x12no_forward_secrecy\x18\a \x01(\bR\x10noForwardSecrecy\x12,\n" +
+	"\x12received_unix_nano\x18\b \x01(\x03R\x10receivedUnixNano\"\x1c\n" +
+	"\n" +
+	"AckMessage\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\fR\x02id\"Z\n" +
+	"\fOutboxRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\fR\x02id\x12:\n" +
+	"\tenvelopes\x18\x02 \x03(\v2\x1c.ratchetd.transport.EnvelopeR\tenvelopes*\xa4\x01\n" +
 	"\tErrorCode\x12\x06\n" +
 	"\x02OK\x10\x00\x12\r\n" +
 	"\tDUPLICATE\x10\x01\x12\x0f\n" +
@@ -1992,7 +2465,7 @@ func file_engine_proto_rawDescGZIP() []byte {
 }
 
 var file_engine_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_engine_proto_goTypes = []any{
 	(ErrorCode)(0),                   // 0: ratchetd.engine.ErrorCode
 	(*OwnPreKey)(nil),                // 1: ratchetd.engine.OwnPreKey
@@ -2023,34 +2496,47 @@ var file_engine_proto_goTypes = []any{
 	(*ImportBundle)(nil),             // 26: ratchetd.engine.ImportBundle
 	(*Ack)(nil),                      // 27: ratchetd.engine.Ack
 	(*Shutdown)(nil),                 // 28: ratchetd.engine.Shutdown
-	(*RatchetState)(nil),             // 29: ratchetd.state.RatchetState
-	(*EncryptedMessageProtocol)(nil), // 30: ratchetd.wire.EncryptedMessageProtocol
-	(*Bundle)(nil),                   // 31: ratchetd.wire.Bundle
+	(*StoreWrite)(nil),               // 29: ratchetd.engine.StoreWrite
+	(*CommitRequest)(nil),            // 30: ratchetd.engine.CommitRequest
+	(*CommitAck)(nil),                // 31: ratchetd.engine.CommitAck
+	(*Flush)(nil),                    // 32: ratchetd.engine.Flush
+	(*Tick)(nil),                     // 33: ratchetd.engine.Tick
+	(*InboxRecord)(nil),              // 34: ratchetd.engine.InboxRecord
+	(*AckMessage)(nil),               // 35: ratchetd.engine.AckMessage
+	(*OutboxRecord)(nil),             // 36: ratchetd.engine.OutboxRecord
+	(*RatchetState)(nil),             // 37: ratchetd.state.RatchetState
+	(*EncryptedMessageProtocol)(nil), // 38: ratchetd.wire.EncryptedMessageProtocol
+	(*Bundle)(nil),                   // 39: ratchetd.wire.Bundle
+	(*Envelope)(nil),                 // 40: ratchetd.transport.Envelope
 }
 var file_engine_proto_depIdxs = []int32{
 	1,  // 0: ratchetd.engine.InstallationRecord.pre_keys:type_name -> ratchetd.engine.OwnPreKey
-	29, // 1: ratchetd.engine.SessionRecord.state:type_name -> ratchetd.state.RatchetState
+	37, // 1: ratchetd.engine.SessionRecord.state:type_name -> ratchetd.state.RatchetState
 	4,  // 2: ratchetd.engine.EncryptRequest.reinit:type_name -> ratchetd.engine.SessionRecord
-	30, // 3: ratchetd.engine.EncryptResponse.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
+	38, // 3: ratchetd.engine.EncryptResponse.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
 	0,  // 4: ratchetd.engine.EncryptResponse.error:type_name -> ratchetd.engine.ErrorCode
-	30, // 5: ratchetd.engine.DecryptRequest.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
+	38, // 5: ratchetd.engine.DecryptRequest.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
 	1,  // 6: ratchetd.engine.DecryptRequest.signed_pre_key:type_name -> ratchetd.engine.OwnPreKey
-	0,  // 7: ratchetd.engine.DecryptResponse.error:type_name -> ratchetd.engine.ErrorCode
-	10, // 8: ratchetd.engine.SessionsReply.sessions:type_name -> ratchetd.engine.SessionInfo
-	0,  // 9: ratchetd.engine.Processed.error:type_name -> ratchetd.engine.ErrorCode
-	0,  // 10: ratchetd.engine.SendReport.error:type_name -> ratchetd.engine.ErrorCode
-	31, // 11: ratchetd.engine.BundleReply.bundle:type_name -> ratchetd.wire.Bundle
-	1,  // 12: ratchetd.engine.BundleReply.current:type_name -> ratchetd.engine.OwnPreKey
-	1,  // 13: ratchetd.engine.PreKeysChanged.pre_keys:type_name -> ratchetd.engine.OwnPreKey
-	3,  // 14: ratchetd.engine.PairedDevices.devices:type_name -> ratchetd.engine.DeviceRecord
-	3,  // 15: ratchetd.engine.DeviceList.devices:type_name -> ratchetd.engine.DeviceRecord
-	31, // 16: ratchetd.engine.ImportBundle.bundle:type_name -> ratchetd.wire.Bundle
-	0,  // 17: ratchetd.engine.Ack.error:type_name -> ratchetd.engine.ErrorCode
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	34, // 7: ratchetd.engine.DecryptRequest.inbox:type_name -> ratchetd.engine.InboxRecord
+	0,  // 8: ratchetd.engine.DecryptResponse.error:type_name -> ratchetd.engine.ErrorCode
+	10, // 9: ratchetd.engine.SessionsReply.sessions:type_name -> ratchetd.engine.SessionInfo
+	0,  // 10: ratchetd.engine.Processed.error:type_name -> ratchetd.engine.ErrorCode
+	0,  // 11: ratchetd.engine.SendReport.error:type_name -> ratchetd.engine.ErrorCode
+	39, // 12: ratchetd.engine.BundleReply.bundle:type_name -> ratchetd.wire.Bundle
+	1,  // 13: ratchetd.engine.BundleReply.current:type_name -> ratchetd.engine.OwnPreKey
+	1,  // 14: ratchetd.engine.PreKeysChanged.pre_keys:type_name -> ratchetd.engine.OwnPreKey
+	3,  // 15: ratchetd.engine.PairedDevices.devices:type_name -> ratchetd.engine.DeviceRecord
+	3,  // 16: ratchetd.engine.DeviceList.devices:type_name -> ratchetd.engine.DeviceRecord
+	39, // 17: ratchetd.engine.ImportBundle.bundle:type_name -> ratchetd.wire.Bundle
+	0,  // 18: ratchetd.engine.Ack.error:type_name -> ratchetd.engine.ErrorCode
+	29, // 19: ratchetd.engine.CommitRequest.writes:type_name -> ratchetd.engine.StoreWrite
+	0,  // 20: ratchetd.engine.CommitAck.error:type_name -> ratchetd.engine.ErrorCode
+	40, // 21: ratchetd.engine.OutboxRecord.envelopes:type_name -> ratchetd.transport.Envelope
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_engine_proto_init() }
@@ -2060,13 +2546,14 @@ func file_engine_proto_init() {
 	}
 	file_wire_proto_init()
 	file_state_proto_init()
+	file_transport_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_engine_proto_rawDesc), len(file_engine_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

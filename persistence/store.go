@@ -48,6 +48,8 @@ const (
 	prefixDevice       byte = 'd'
 	prefixSession      byte = 's'
 	prefixSkipped      byte = 'k'
+	prefixInbox        byte = 'n'
+	prefixOutbox       byte = 'o'
 )
 
 func appendField(k []byte, f []byte) []byte {
@@ -108,6 +110,25 @@ func SkippedKey(session []byte, seq uint64) []byte {
 func SkippedPrefix(session []byte) []byte {
 	k := append([]byte{prefixSkipped}, session[1:]...)
 	return k
+}
+
+// InboxKey is a received message not yet acknowledged by the application.
+func InboxKey(local string, id []byte) []byte { return key(prefixInbox, []byte(local), id) }
+
+// InboxPrefix scans a local installation's inbox.
+func InboxPrefix(local string) []byte { return key(prefixInbox, []byte(local)) }
+
+// OutboxKey is an accepted send not yet published.
+func OutboxKey(local string, id []byte) []byte { return key(prefixOutbox, []byte(local), id) }
+
+// OutboxPrefix scans a local installation's outbox.
+func OutboxPrefix(local string) []byte { return key(prefixOutbox, []byte(local)) }
+
+// Batcher is implemented by stores that bound the size of one Commit.
+type Batcher interface {
+	// Fits reports whether n writes of size bytes in total fit in one
+	// Commit.
+	Fits(n int, size int64) bool
 }
 
 // Memory is an in-memory Store, for tests and for engines that need no

@@ -1,0 +1,140 @@
+package actors
+
+import (
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/ratchetd/ratchetd/messages"
+	"github.com/ratchetd/ratchetd/persistence"
+)
+
+// DefaultMaxBatchWrites bounds one group commit.
+const DefaultMaxBatchWrites = 4096
+
+// committer is the Committer actor: it drains the commit requests of many
+// actors into one store transaction (group commit: one fsync per batch, not
+// per message, protoactor-badger.md §6.4) and acknowledges each writer once
+// the batch is durable. A batch closes when the Committer reaches its own
+// Flush note, which it sends itself behind the first request of a batch, so
+// every request queued meanwhile joins it. It is bounded by MaxBatchWrites
+// and by the store's transaction size, and never splits one request.
+type committer struct {
+	deps      *deps
+	pending   []pendingCommit
+	scheduled bool
+}
+
+type pendingCommit struct {
+	to     *actor.PID
+	writes []persistence.Write
+	size   int64
+}
+
+func (c *committer) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *messages.CommitRequest:
+		p := pendingCommit{to: ctx.Sender(), writes: make([]persistence.Write, len(m.Writes))}
+		for i, w := range m.Writes {
+			p.writes[i] = persistence.Write{Key: w.Key, Value: w.Value, Delete: w.Delete}
+			p.size += int64(len(w.Key) + len(w.Value))
+		}
+		c.pending = append(c.pending, p)
+		if !c.scheduled {
+			c.scheduled = true
+			ctx.Send(ctx.Self(), &messages.Flush{})
+		}
+	case *messages.Flush:
+		c.scheduled = false
+		c.flush(ctx)
+	}
+}
+
+func (c *committer) fits(n int, size int64) bool {
+	if n > c.deps.cfg.MaxBatchWrites {
+		return false
+	}
+	if b, ok := c.deps.store.(persistence.Batcher); ok {
+		return b.Fits(n, size)
+	}
+	return true
+}
+
+func (c *committer) flush(ctx actor.Context) {
+	for len(c.pending) > 0 {
+		n, writes, size := 0, 0, int64(0)
+		for n < len(c.pending) {
+			p := c.pending[n]
+			if n > 0 && !c.fits(writes+len(p.writes), size+p.size) {
+				break
+			}
+			writes += len(p.writes)
+			size += p.size
+			n++
+		}
+		batch := c.pending[:n]
+		all := make([]persistence.Write, 0, writes)
+		for _, p := range batch {
+			all = append(all, p.writes...)
+		}
+		start := time.Now()
+		err := c.deps.store.Commit(all)
+		s := c.deps.stats
+		s.commits.Add(1)
+		s.committedWrites.Add(int64(len(all)))
+		s.commitNanos.Add(int64(time.Since(start)))
+		for {
+			max := s.maxBatch.Load()
+			if int64(n) <= max || s.maxBatch.CompareAndSwap(max, int64(n)) {
+				break
+			}
+		}
+		ack := &messages.CommitAck{}
+		if err != nil {
+			c.deps.log.Error("commit failed", "writes", len(all), "err", err)
+			ack = &messages.CommitAck{Error: messages.ErrorCode_STORE, Detail: err.Error()}
+		}
+		for _, p := range batch {
+			if p.to != nil {
+				ctx.Send(p.to, ack)
+			}
+		}
+		clear(c.pending[:n])
+		c.pending = c.pending[n:]
+	}
+	c.pending = nil
+}
+
+// commitRequest converts writes to the actor message.
+func commitRequest(ws []persistence.Write) *messages.CommitRequest {
+	r := &messages.CommitRequest{Writes: make([]*messages.StoreWrite, len(ws))}
+	for i, w := range ws {
+		r.Writes[i] = &messages.StoreWrite{Key: w.Key, Value: w.Value, Delete: w.Delete}
+	}
+	return r
+}
+
+// commit makes writes durable through the Committer and waits for it. It
+// blocks the calling actor, which is what a PeerSession wants: it must not
+// answer (release a ciphertext or a plaintext) before its state is durable,
+// and blocking one session's mailbox leaves every other session running.
+func (d *deps) commit(ws []persistence.Write) error {
+	res, err := d.root.RequestFuture(d.committer, commitRequest(ws), d.cfg.RequestTimeout).Result()
+	if err != nil {
+		return errStore
+	}
+	ack, _ := res.(*messages.CommitAck)
+	if ack == nil {
+		return errStore
+	}
+	if ack.Error != messages.ErrorCode_OK {
+		return errStore
+	}
+	return nil
+}
+
+// commitLater queues writes without waiting (registry activity, inbox
+// deletions: losing them in a crash only repeats work).
+func (d *deps) commitLater(ws []persistence.Write) {
+	d.root.Send(d.committer, commitRequest(ws))
+}
