@@ -10,7 +10,7 @@ PROTOS    := $(wildcard messages/*.proto)
 FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
 
-.PHONY: all build test test-short race vet proto proto-check protoc bench fuzz demo clean
+.PHONY: all build test test-short race vet proto proto-check protoc bench fuzz demo clean crash
 
 all: build
 
@@ -56,6 +56,11 @@ proto-check: protoc $(BIN)/protoc-gen-go
 	done; \
 	rm -rf $$tmp; \
 	[ $$status -eq 0 ] && echo "proto-check: generated code is up to date"; exit $$status
+
+## crash: the crash harness with at least 200 SIGKILLs (make test runs 4).
+CRASH_RUNS ?= 200
+crash:
+	RATCHETD_CHAOS_RUNS=$(CRASH_RUNS) $(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./cmd/ratchetd/chaos | grep -E 'chaos:|^(ok|FAIL|---)'
 
 ## bench: the Go benchmarks of the crypto layer.
 bench:

@@ -153,9 +153,11 @@ func Open(o Options) (*Engine, error) {
 	}
 	e.eng = actors.NewEngine(cfg, e.store, e.tr, e.box.push)
 	if _, err := e.eng.LoadInstallations(); err != nil {
+		e.box.start()
 		e.Close()
 		return nil, err
 	}
+	e.box.start()
 	return e, nil
 }
 
@@ -446,9 +448,13 @@ type mailbox struct {
 func newMailbox(h func(Message)) *mailbox {
 	b := &mailbox{out: make(chan Message, 256), handler: h, done: make(chan struct{})}
 	b.cond = sync.NewCond(&b.mu)
-	go b.run()
 	return b
 }
+
+// start begins delivery. Open calls it last, so a Handler never runs before
+// Open has returned the engine it may use (redelivered messages arrive while
+// the installations start).
+func (b *mailbox) start() { go b.run() }
 
 func (b *mailbox) push(m Message) {
 	b.mu.Lock()
