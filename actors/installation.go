@@ -47,6 +47,10 @@ type installation struct {
 	// no ratchet protects from replay (Status dedups them in its transport's
 	// processed-envelope cache).
 	seen *replayCache
+	// verified is the digest of the last bundle verified per sender: Status
+	// attaches its bundle to every message and re-signs it rarely, so the
+	// same bytes arrive again and again; they are verified once.
+	verified map[keys.PublicKey][32]byte
 }
 
 func newInstallation(d *deps, rec *messages.InstallationRecord) (*installation, error) {
@@ -103,6 +107,7 @@ func (in *installation) start(ctx actor.Context) {
 	in.supervisors = newChildren(in.spawnSupervisor, 2*in.deps.cfg.SessionIdleTimeout, nil)
 	in.lastAdvert = make(map[deviceKey]time.Time)
 	in.seen = newReplayCache(in.deps.cfg.ReplayCacheSize)
+	in.verified = make(map[keys.PublicKey][32]byte)
 	in.devices = make(map[deviceKey]*messages.DeviceRecord)
 	in.indexPreKeys()
 	err := in.deps.store.Scan(persistence.DevicePrefix(in.id), func(k, v []byte) error {
@@ -276,6 +281,15 @@ func (in *installation) malformed(ctx actor.Context, why string) {
 // stored, and rejects a bundle that is not the sender's own (X3DH §3.3;
 // status-compat.md §4.4: Status checks neither first).
 func (in *installation) processBundle(ctx actor.Context, sender keys.PublicKey, b *messages.Bundle) {
+	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(b)
+	if err != nil {
+		in.deps.stats.badBundles.Add(1)
+		return
+	}
+	digest := keys.Keccak256(raw)
+	if last, ok := in.verified[sender]; ok && last == digest {
+		return // the same bundle as last time: verified and stored already
+	}
 	v, err := bundle.Verifier{MaxEntries: in.deps.cfg.MaxBundleEntries}.Verify(b)
 	if err != nil {
 		in.deps.stats.badBundles.Add(1)
@@ -287,6 +301,10 @@ func (in *installation) processBundle(ctx actor.Context, sender keys.PublicKey, 
 		in.deps.log.Debug("bundle of another identity rejected", "bundle", v.Identity.String(), "sender", sender.String())
 		return
 	}
+	if len(in.verified) >= in.deps.cfg.ReplayCacheSize {
+		clear(in.verified)
+	}
+	in.verified[sender] = digest
 	in.storeBundle(ctx, v)
 }
 

@@ -74,10 +74,14 @@ func ParsePublicKey(b []byte) (PublicKey, error) {
 	if b[0] != 0x02 && b[0] != 0x03 {
 		return pk, fmt.Errorf("%w: public key prefix 0x%02x", ErrInvalidKey, b[0])
 	}
-	if _, err := gethcrypto.DecompressPubkey(b); err != nil {
-		return pk, fmt.Errorf("%w: public key not on the curve", ErrInvalidKey)
-	}
 	copy(pk[:], b)
+	if validKeys.has(pk) {
+		return pk, nil
+	}
+	if _, err := gethcrypto.DecompressPubkey(b); err != nil {
+		return PublicKey{}, fmt.Errorf("%w: public key not on the curve", ErrInvalidKey)
+	}
+	validKeys.add(pk)
 	return pk, nil
 }
 
