@@ -80,7 +80,10 @@ type Options struct {
 	Rand   io.Reader
 	Logger *slog.Logger
 	// Handler, when set, receives every message on one goroutine, in order;
-	// otherwise they are read from Engine.Messages.
+	// otherwise they are read from Engine.Messages. Messages redelivered
+	// after a restart may reach it while Open is returning: a handler that
+	// uses the *Engine must obtain it through a synchronisation point (a
+	// channel, an atomic), not a plain variable assigned from Open.
 	Handler func(Message)
 	// ManualAck leaves acknowledgement to the application (Engine.Ack):
 	// every received message is committed to a durable inbox with the state

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ratchetd/ratchetd"
@@ -51,10 +52,13 @@ func Child(args []string) error {
 		return err
 	}
 
-	var eng *ratchetd.Engine
+	// The handler can run as soon as Open starts the installations
+	// (redelivered inbox records): it waits for the engine.
+	var engPtr atomic.Pointer[ratchetd.Engine]
+	ready := make(chan struct{})
 	var mu sync.Mutex
 	var handlerErr error
-	eng, err = ratchetd.Open(ratchetd.Options{
+	eng, err := ratchetd.Open(ratchetd.Options{
 		Store: store, Transport: sp, ManualAck: true, RequestTimeout: 3 * time.Second,
 		Handler: func(m ratchetd.Message) {
 			// Log first, then acknowledge: a kill in between redelivers it.
@@ -66,12 +70,15 @@ func Child(args []string) error {
 				}
 				mu.Unlock()
 			}
-			eng.Ack(m)
+			<-ready
+			engPtr.Load().Ack(m)
 		},
 	})
 	if err != nil {
 		return err
 	}
+	engPtr.Store(eng)
+	close(ready)
 	defer func() {
 		eng.Close()
 		sp.Close()
