@@ -1,7 +1,6 @@
 package persistence
 
 import (
-	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
@@ -41,13 +41,19 @@ type BadgerOptions struct {
 	// MemTableSize bounds memory per memtable (8 MiB when zero; Badger's
 	// default is 64 MiB).
 	MemTableSize int64
-	Logger       *slog.Logger
+	// CompactInterval runs Compact periodically so that deleted secrets
+	// (used message keys, old chain keys) leave the files (1 h when zero;
+	// negative: never).
+	CompactInterval time.Duration
+	Logger          *slog.Logger
 }
 
 // Badger is the durable Store: one Badger DB per process, SyncWrites on by
 // default, values encrypted at rest.
 type Badger struct {
-	db *badger.DB
+	db   *badger.DB
+	stop chan struct{}
+	done chan struct{}
 }
 
 // OpenBadger opens (or creates) the store. A directory already open in
@@ -97,7 +103,31 @@ func OpenBadger(o BadgerOptions) (*Badger, error) {
 		}
 		return nil, fmt.Errorf("persistence: open %s: %w", dir, err)
 	}
-	return &Badger{db: db}, nil
+	b := &Badger{db: db, stop: make(chan struct{}), done: make(chan struct{})}
+	every := o.CompactInterval
+	if every == 0 {
+		every = time.Hour
+	}
+	go b.maintain(every)
+	return b, nil
+}
+
+func (b *Badger) maintain(every time.Duration) {
+	defer close(b.done)
+	if every < 0 {
+		<-b.stop
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+			b.Compact()
+		}
+	}
 }
 
 func loadOrCreateKey(path string) ([]byte, error) {
@@ -209,7 +239,16 @@ func (b *Badger) Compact() error {
 	return nil
 }
 
-func (b *Badger) Close() error { return b.db.Close() }
+// Close stops the maintenance and closes the database.
+func (b *Badger) Close() error {
+	select {
+	case <-b.stop:
+	default:
+		close(b.stop)
+	}
+	<-b.done
+	return b.db.Close()
+}
 
 // badgerLogger routes Badger's log lines to slog at debug level (warnings
 // and errors at their level).
@@ -224,5 +263,3 @@ func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a
 func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a...) }
 func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelDebug, f, a...) }
 func (b badgerLogger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug, f, a...) }
-
-var _ = bytes.Equal
