@@ -10,7 +10,7 @@ PROTOS    := $(wildcard messages/*.proto)
 FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
 
-.PHONY: all build test test-short race vet proto proto-check protoc bench fuzz demo clean crash
+.PHONY: all build test test-short race vet proto proto-check protoc bench bench-peers fuzz demo clean crash sessions-memory
 
 all: build
 
@@ -62,9 +62,22 @@ CRASH_RUNS ?= 200
 crash:
 	RATCHETD_CHAOS_RUNS=$(CRASH_RUNS) $(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./cmd/ratchetd/chaos | grep -E 'chaos:|^(ok|FAIL|---)'
 
-## bench: the Go benchmarks of the crypto layer.
+## bench: the Go benchmarks of the crypto layer and of the engine (durable
+## against in-memory, in one run).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./crypto/...
+	$(GO) test -run '^$$' -bench EngineThroughput -benchmem -benchtime 4000x .
+
+## sessions-memory: resident memory of an engine holding SESSIONS sessions.
+SESSIONS ?= 100000
+sessions-memory:
+	RATCHETD_SESSIONS=$(SESSIONS) $(GO) test -run '^$$' -bench ManySessions -benchtime 1x -timeout 60m .
+
+## bench-peers: ratchetd's crypto against go.mau.fi/libsignal and
+## status-im/doubleratchet, same workloads in one process (nested module
+## bench/; about a minute on 2 cores). Extra flags: PEERS_FLAGS=--json etc.
+bench-peers:
+	cd bench && $(GO) run ./cmd/peers $(PEERS_FLAGS)
 
 ## fuzz: run each fuzz target for FUZZTIME (not part of `test`).
 fuzz:
