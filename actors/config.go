@@ -58,6 +58,12 @@ type Config struct {
 	// with no running session) idle that long: it is stopped, and the next
 	// message reloads it from the store. Negative: never.
 	SessionIdleTimeout time.Duration
+	// OutboxRetryInterval is how long an installation waits before it
+	// publishes unconfirmed outbox envelopes again (2 s).
+	OutboxRetryInterval time.Duration
+	// OutboxRetention drops an outbox envelope never confirmed for that long
+	// (7 days: no subscriber ever appeared for its topic).
+	OutboxRetention time.Duration
 	// ReplayCacheSize bounds the replay cache of DH-fallback and public
 	// messages.
 	ReplayCacheSize int
@@ -90,6 +96,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SessionIdleTimeout == 0 {
 		c.SessionIdleTimeout = DefaultSessionIdleTimeout
+	}
+	if c.OutboxRetryInterval <= 0 {
+		c.OutboxRetryInterval = 2 * time.Second
+	}
+	if c.OutboxRetention <= 0 {
+		c.OutboxRetention = 7 * 24 * time.Hour
 	}
 	if c.ReplayCacheSize <= 0 {
 		c.ReplayCacheSize = DefaultReplayCacheSize

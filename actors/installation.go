@@ -51,6 +51,9 @@ type installation struct {
 	// attaches its bundle to every message and re-signs it rarely, so the
 	// same bytes arrive again and again; they are verified once.
 	verified map[keys.PublicKey][32]byte
+	// inflight: outbox envelopes published and not yet confirmed.
+	inflight map[string]bool
+	retrying bool
 }
 
 func newInstallation(d *deps, rec *messages.InstallationRecord) (*installation, error) {
@@ -85,6 +88,10 @@ func (in *installation) Receive(ctx actor.Context) {
 		ctx.Respond(in.setEnabled(ctx, m))
 	case *messages.ImportBundle:
 		ctx.Respond(in.importBundle(ctx, m))
+	case *messages.OutboxResult:
+		in.outboxResult(ctx, m)
+	case *messages.RetryOutbox:
+		in.retryOutbox(ctx)
 	case *messages.AckMessage:
 		in.ack(m.Id)
 		ctx.Respond(&messages.Ack{})
@@ -108,6 +115,7 @@ func (in *installation) start(ctx actor.Context) {
 	in.lastAdvert = make(map[deviceKey]time.Time)
 	in.seen = newReplayCache(in.deps.cfg.ReplayCacheSize)
 	in.verified = make(map[keys.PublicKey][32]byte)
+	in.inflight = make(map[string]bool)
 	in.devices = make(map[deviceKey]*messages.DeviceRecord)
 	in.indexPreKeys()
 	err := in.deps.store.Scan(persistence.DevicePrefix(in.id), func(k, v []byte) error {
@@ -133,7 +141,7 @@ func (in *installation) start(ctx actor.Context) {
 		return &bundlePublisher{deps: in.deps, rec: rec, identity: identity}
 	}))
 	ctx.Send(in.publisher, &messages.PairedDevices{Devices: in.pairedDevices()})
-	in.redeliver()
+	in.redeliver(ctx)
 }
 
 func (in *installation) indexPreKeys() {
@@ -586,35 +594,35 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 		// crash after this publishes the same ciphertexts on restart. The
 		// states that produced them were committed before (each PeerSession
 		// commits before it answers).
-		rec := &messages.OutboxRecord{Envelopes: envs}
+		var writes []persistence.Write
+		var ids [][]byte
+		now := in.deps.cfg.Clock().UnixNano()
 		for _, env := range envs {
-			rec.Id = append(rec.Id, env.Signature[:8]...)
+			rec := &messages.OutboxRecord{Id: outboxID(env), Envelope: env, CreatedUnixNano: now}
+			v, err := proto.Marshal(rec)
+			if err != nil {
+				report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
+				reply()
+				return
+			}
+			writes = append(writes, persistence.Write{Key: persistence.OutboxKey(in.id, rec.Id), Value: v})
+			ids = append(ids, rec.Id)
 		}
-		key := persistence.OutboxKey(in.id, rec.Id)
-		v, err := proto.Marshal(rec)
-		if err != nil {
-			report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
-			reply()
-			return
-		}
-		f := ctx.RequestFuture(in.deps.committer, commitRequest([]persistence.Write{{Key: key, Value: v}}), in.deps.cfg.RequestTimeout)
+		f := ctx.RequestFuture(in.deps.committer, commitRequest(writes), in.deps.cfg.RequestTimeout)
 		ctx.ReenterAfter(f, func(res any, err error) {
 			if ack, _ := res.(*messages.CommitAck); err != nil || ack == nil || ack.Error != messages.ErrorCode_OK {
 				report.Error, report.Detail = messages.ErrorCode_STORE, "outbox commit failed"
 				reply()
 				return
 			}
-			for _, env := range envs {
-				if err := in.deps.tr.Publish(env); err != nil {
+			for i, env := range envs {
+				if err := in.publishOutbox(ctx, ids[i], env); err != nil {
 					report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
-					reply()
-					return // stays in the outbox: published again after a restart
+					continue // it stays in the outbox: published again later
 				}
-				in.deps.stats.published.Add(1)
 				report.Envelopes++
 			}
 			reply()
-			in.deps.commitLater([]persistence.Write{{Key: key, Delete: true}})
 		})
 	}
 	ctx.ReenterAfter(bundleF, func(res any, err error) {
@@ -677,7 +685,7 @@ func (in *installation) seal(topic string, to *keys.PublicKey, pm *messages.Prot
 	if err != nil {
 		return nil, err
 	}
-	return transport.Seal(in.identity.Private, topic, to, payload)
+	return transport.SealWith(in.identity, topic, to, payload)
 }
 
 // ---- device registry ----
@@ -765,7 +773,7 @@ func (in *installation) deliver(rec *messages.InboxRecord) {
 
 // redeliver hands every unacknowledged inbox record to the application again
 // and publishes every accepted send still in the outbox (after a restart).
-func (in *installation) redeliver() {
+func (in *installation) redeliver(ctx actor.Context) {
 	err := in.deps.store.Scan(persistence.InboxPrefix(in.id), func(k, v []byte) error {
 		var rec messages.InboxRecord
 		if err := proto.Unmarshal(v, &rec); err != nil {
@@ -780,28 +788,98 @@ func (in *installation) redeliver() {
 	if err != nil {
 		in.deps.log.Warn("inbox scan failed", "err", err)
 	}
-	var done []persistence.Write
-	err = in.deps.store.Scan(persistence.OutboxPrefix(in.id), func(k, v []byte) error {
+	in.retryOutbox(ctx)
+}
+
+// outboxID names an outbox record after its envelope's signature.
+func outboxID(env *messages.Envelope) []byte { return bytes.Clone(env.Signature[:16]) }
+
+// publishOutbox publishes one outbox envelope. With a transport that
+// confirms delivery (the networked one) the record stays until the
+// confirmation arrives, and is published again while it does not; with
+// any other, it is deleted once Publish returned.
+func (in *installation) publishOutbox(ctx actor.Context, id []byte, env *messages.Envelope) error {
+	key := persistence.OutboxKey(in.id, id)
+	in.deps.stats.published.Add(1)
+	c, ok := in.deps.tr.(transport.Confirmer)
+	if !ok {
+		if err := in.deps.tr.Publish(env); err != nil {
+			in.scheduleRetry(ctx)
+			return err
+		}
+		in.deps.commitLater([]persistence.Write{{Key: key, Delete: true}})
+		return nil
+	}
+	if in.inflight[string(id)] {
+		return nil
+	}
+	in.inflight[string(id)] = true
+	root, self := ctx.ActorSystem().Root, ctx.Self()
+	c.PublishConfirm(env, func(err error) {
+		r := &messages.OutboxResult{Id: id}
+		if err != nil {
+			r.Error = err.Error()
+		}
+		root.Send(self, r)
+	})
+	return nil
+}
+
+// outboxResult handles a transport's confirmation.
+func (in *installation) outboxResult(ctx actor.Context, r *messages.OutboxResult) {
+	delete(in.inflight, string(r.Id))
+	if r.Error == "" {
+		in.deps.commitLater([]persistence.Write{{Key: persistence.OutboxKey(in.id, r.Id), Delete: true}})
+		return
+	}
+	in.deps.log.Debug("outbox envelope not confirmed; will retry", "installation", in.id, "err", r.Error)
+	in.scheduleRetry(ctx)
+}
+
+// scheduleRetry arranges one outbox retry after OutboxRetryInterval.
+func (in *installation) scheduleRetry(ctx actor.Context) {
+	if in.retrying {
+		return
+	}
+	in.retrying = true
+	root, self := ctx.ActorSystem().Root, ctx.Self()
+	time.AfterFunc(in.deps.cfg.OutboxRetryInterval, func() { root.Send(self, &messages.RetryOutbox{}) })
+}
+
+// retryOutbox publishes every outbox record not in flight again (after a
+// restart, or after a failure), and drops those older than OutboxRetention.
+func (in *installation) retryOutbox(ctx actor.Context) {
+	in.retrying = false
+	now := in.deps.cfg.Clock()
+	var expired []persistence.Write
+	var recs []*messages.OutboxRecord
+	err := in.deps.store.Scan(persistence.OutboxPrefix(in.id), func(k, v []byte) error {
 		var rec messages.OutboxRecord
-		if err := proto.Unmarshal(v, &rec); err != nil {
+		if err := proto.Unmarshal(v, &rec); err != nil || rec.Envelope == nil {
 			in.deps.log.Warn("outbox record unreadable; skipped", "key", fmt.Sprintf("%x", k), "err", err)
 			in.deps.stats.corrupt.Add(1)
 			return nil
 		}
-		for _, env := range rec.Envelopes {
-			if err := in.deps.tr.Publish(env); err != nil {
-				return err
-			}
+		if now.Sub(time.Unix(0, rec.CreatedUnixNano)) > in.deps.cfg.OutboxRetention {
+			in.deps.log.Warn("outbox envelope expired undelivered", "installation", in.id, "topic", rec.Envelope.Topic)
+			expired = append(expired, persistence.Write{Key: bytes.Clone(k), Delete: true})
+			return nil
 		}
-		in.deps.stats.outboxResent.Add(1)
-		done = append(done, persistence.Write{Key: bytes.Clone(k), Delete: true})
+		recs = append(recs, &rec)
 		return nil
 	})
 	if err != nil {
 		in.deps.log.Warn("outbox scan failed", "err", err)
 	}
-	if len(done) > 0 {
-		in.deps.commitLater(done)
+	if len(expired) > 0 {
+		in.deps.commitLater(expired)
+	}
+	for _, rec := range recs {
+		if in.inflight[string(rec.Id)] {
+			continue
+		}
+		in.deps.stats.outboxResent.Add(1)
+		in.publishOutbox(ctx, rec.Id, rec.Envelope)
 	}
 }
 

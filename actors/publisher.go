@@ -126,7 +126,7 @@ func (p *bundlePublisher) publish(ctx actor.Context) {
 	if err != nil {
 		return
 	}
-	env, err := transport.Seal(p.identity.Private, transport.ContactCodeTopic(p.identity.Public), nil, payload)
+	env, err := transport.SealWith(p.identity, transport.ContactCodeTopic(p.identity.Public), nil, payload)
 	if err == nil {
 		err = p.deps.tr.Publish(env)
 	}

@@ -2232,11 +2232,12 @@ func (x *AckMessage) GetId() []byte {
 // published, so that a send accepted before a crash is published after it
 // with the same ciphertexts.
 type OutboxRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Envelopes     []*Envelope            `protobuf:"bytes,2,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Id              []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Envelope        *Envelope              `protobuf:"bytes,2,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	CreatedUnixNano int64                  `protobuf:"varint,3,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *OutboxRecord) Reset() {
@@ -2276,11 +2277,109 @@ func (x *OutboxRecord) GetId() []byte {
 	return nil
 }
 
-func (x *OutboxRecord) GetEnvelopes() []*Envelope {
+func (x *OutboxRecord) GetEnvelope() *Envelope {
 	if x != nil {
-		return x.Envelopes
+		return x.Envelope
 	}
 	return nil
+}
+
+func (x *OutboxRecord) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+// RetryOutbox is an Installation's timer note: publish the outbox again.
+type RetryOutbox struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryOutbox) Reset() {
+	*x = RetryOutbox{}
+	mi := &file_engine_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryOutbox) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryOutbox) ProtoMessage() {}
+
+func (x *RetryOutbox) ProtoReflect() protoreflect.Message {
+	mi := &file_engine_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryOutbox.ProtoReflect.Descriptor instead.
+func (*RetryOutbox) Descriptor() ([]byte, []int) {
+	return file_engine_proto_rawDescGZIP(), []int{36}
+}
+
+// OutboxResult tells an Installation whether the transport confirmed an
+// outbox envelope (transport.Confirmer).
+type OutboxResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboxResult) Reset() {
+	*x = OutboxResult{}
+	mi := &file_engine_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxResult) ProtoMessage() {}
+
+func (x *OutboxResult) ProtoReflect() protoreflect.Message {
+	mi := &file_engine_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxResult.ProtoReflect.Descriptor instead.
+func (*OutboxResult) Descriptor() ([]byte, []int) {
+	return file_engine_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *OutboxResult) GetId() []byte {
+	if x != nil {
+		return x.Id
+	}
+	return nil
+}
+
+func (x *OutboxResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
 }
 
 var File_engine_proto protoreflect.FileDescriptor
@@ -2435,10 +2534,15 @@ const file_engine_proto_rawDesc = "" +
 	"\x12received_unix_nano\x18\b \x01(\x03R\x10receivedUnixNano\"\x1c\n" +
 	"\n" +
 	"AckMessage\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\fR\x02id\"Z\n" +
+	"\x02id\x18\x01 \x01(\fR\x02id\"\x84\x01\n" +
 	"\fOutboxRecord\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\fR\x02id\x12:\n" +
-	"\tenvelopes\x18\x02 \x03(\v2\x1c.ratchetd.transport.EnvelopeR\tenvelopes*\xa4\x01\n" +
+	"\x02id\x18\x01 \x01(\fR\x02id\x128\n" +
+	"\benvelope\x18\x02 \x01(\v2\x1c.ratchetd.transport.EnvelopeR\benvelope\x12*\n" +
+	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\"\r\n" +
+	"\vRetryOutbox\"4\n" +
+	"\fOutboxResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\fR\x02id\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error*\xa4\x01\n" +
 	"\tErrorCode\x12\x06\n" +
 	"\x02OK\x10\x00\x12\r\n" +
 	"\tDUPLICATE\x10\x01\x12\x0f\n" +
@@ -2465,7 +2569,7 @@ func file_engine_proto_rawDescGZIP() []byte {
 }
 
 var file_engine_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_engine_proto_goTypes = []any{
 	(ErrorCode)(0),                   // 0: ratchetd.engine.ErrorCode
 	(*OwnPreKey)(nil),                // 1: ratchetd.engine.OwnPreKey
@@ -2504,34 +2608,36 @@ var file_engine_proto_goTypes = []any{
 	(*InboxRecord)(nil),              // 34: ratchetd.engine.InboxRecord
 	(*AckMessage)(nil),               // 35: ratchetd.engine.AckMessage
 	(*OutboxRecord)(nil),             // 36: ratchetd.engine.OutboxRecord
-	(*RatchetState)(nil),             // 37: ratchetd.state.RatchetState
-	(*EncryptedMessageProtocol)(nil), // 38: ratchetd.wire.EncryptedMessageProtocol
-	(*Bundle)(nil),                   // 39: ratchetd.wire.Bundle
-	(*Envelope)(nil),                 // 40: ratchetd.transport.Envelope
+	(*RetryOutbox)(nil),              // 37: ratchetd.engine.RetryOutbox
+	(*OutboxResult)(nil),             // 38: ratchetd.engine.OutboxResult
+	(*RatchetState)(nil),             // 39: ratchetd.state.RatchetState
+	(*EncryptedMessageProtocol)(nil), // 40: ratchetd.wire.EncryptedMessageProtocol
+	(*Bundle)(nil),                   // 41: ratchetd.wire.Bundle
+	(*Envelope)(nil),                 // 42: ratchetd.transport.Envelope
 }
 var file_engine_proto_depIdxs = []int32{
 	1,  // 0: ratchetd.engine.InstallationRecord.pre_keys:type_name -> ratchetd.engine.OwnPreKey
-	37, // 1: ratchetd.engine.SessionRecord.state:type_name -> ratchetd.state.RatchetState
+	39, // 1: ratchetd.engine.SessionRecord.state:type_name -> ratchetd.state.RatchetState
 	4,  // 2: ratchetd.engine.EncryptRequest.reinit:type_name -> ratchetd.engine.SessionRecord
-	38, // 3: ratchetd.engine.EncryptResponse.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
+	40, // 3: ratchetd.engine.EncryptResponse.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
 	0,  // 4: ratchetd.engine.EncryptResponse.error:type_name -> ratchetd.engine.ErrorCode
-	38, // 5: ratchetd.engine.DecryptRequest.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
+	40, // 5: ratchetd.engine.DecryptRequest.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
 	1,  // 6: ratchetd.engine.DecryptRequest.signed_pre_key:type_name -> ratchetd.engine.OwnPreKey
 	34, // 7: ratchetd.engine.DecryptRequest.inbox:type_name -> ratchetd.engine.InboxRecord
 	0,  // 8: ratchetd.engine.DecryptResponse.error:type_name -> ratchetd.engine.ErrorCode
 	10, // 9: ratchetd.engine.SessionsReply.sessions:type_name -> ratchetd.engine.SessionInfo
 	0,  // 10: ratchetd.engine.Processed.error:type_name -> ratchetd.engine.ErrorCode
 	0,  // 11: ratchetd.engine.SendReport.error:type_name -> ratchetd.engine.ErrorCode
-	39, // 12: ratchetd.engine.BundleReply.bundle:type_name -> ratchetd.wire.Bundle
+	41, // 12: ratchetd.engine.BundleReply.bundle:type_name -> ratchetd.wire.Bundle
 	1,  // 13: ratchetd.engine.BundleReply.current:type_name -> ratchetd.engine.OwnPreKey
 	1,  // 14: ratchetd.engine.PreKeysChanged.pre_keys:type_name -> ratchetd.engine.OwnPreKey
 	3,  // 15: ratchetd.engine.PairedDevices.devices:type_name -> ratchetd.engine.DeviceRecord
 	3,  // 16: ratchetd.engine.DeviceList.devices:type_name -> ratchetd.engine.DeviceRecord
-	39, // 17: ratchetd.engine.ImportBundle.bundle:type_name -> ratchetd.wire.Bundle
+	41, // 17: ratchetd.engine.ImportBundle.bundle:type_name -> ratchetd.wire.Bundle
 	0,  // 18: ratchetd.engine.Ack.error:type_name -> ratchetd.engine.ErrorCode
 	29, // 19: ratchetd.engine.CommitRequest.writes:type_name -> ratchetd.engine.StoreWrite
 	0,  // 20: ratchetd.engine.CommitAck.error:type_name -> ratchetd.engine.ErrorCode
-	40, // 21: ratchetd.engine.OutboxRecord.envelopes:type_name -> ratchetd.transport.Envelope
+	42, // 21: ratchetd.engine.OutboxRecord.envelope:type_name -> ratchetd.transport.Envelope
 	22, // [22:22] is the sub-list for method output_type
 	22, // [22:22] is the sub-list for method input_type
 	22, // [22:22] is the sub-list for extension type_name
@@ -2553,7 +2659,7 @@ func file_engine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_engine_proto_rawDesc), len(file_engine_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

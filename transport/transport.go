@@ -27,6 +27,8 @@ var (
 	// ErrBadEnvelope: an envelope that is malformed or whose signature does
 	// not verify. It never reaches a subscriber.
 	ErrBadEnvelope = errors.New("transport: bad envelope")
+	// ErrForged: the envelope's signature is not by the sender it names.
+	ErrForged = errors.New("transport: forged envelope")
 	// ErrClosed: the transport was closed.
 	ErrClosed = errors.New("transport: closed")
 )
@@ -54,6 +56,16 @@ type Transport interface {
 	Close() error
 }
 
+// Confirmer is a Transport that learns whether an envelope reached the
+// subscribers of its topic (the networked transport). The engine then keeps
+// an envelope in its durable outbox until it is confirmed, and publishes it
+// again (the same bytes) until it is.
+type Confirmer interface {
+	// PublishConfirm publishes env and calls done, from another goroutine,
+	// with nil once its subscribers have it, or with why not.
+	PublishConfirm(env *messages.Envelope, done func(error))
+}
+
 // digest is what the sender signs: the topic, the recipient and the payload,
 // each length-prefixed so that no two envelopes share a digest.
 func digest(topic string, recipient, payload []byte) [32]byte {
@@ -67,17 +79,27 @@ func digest(topic string, recipient, payload []byte) [32]byte {
 }
 
 // Seal builds an envelope signed by the sender's identity. recipient may be
-// nil for a public topic.
+// nil for a public topic. It computes the sender's public key (a scalar
+// multiplication); SealWith takes it.
 func Seal(sender keys.PrivateKey, topic string, recipient *keys.PublicKey, payload []byte) (*messages.Envelope, error) {
+	pub, err := sender.Public()
+	if err != nil {
+		return nil, err
+	}
+	return SealWith(keys.KeyPair{Private: sender, Public: pub}, topic, recipient, payload)
+}
+
+// SealWith is Seal with the sender's key pair.
+func SealWith(sender keys.KeyPair, topic string, recipient *keys.PublicKey, payload []byte) (*messages.Envelope, error) {
 	var rcpt []byte
 	if recipient != nil {
 		rcpt = recipient[:]
 	}
-	sig, err := keys.Sign(sender, digest(topic, rcpt, payload))
+	sig, err := keys.Sign(sender.Private, digest(topic, rcpt, payload))
 	if err != nil {
 		return nil, err
 	}
-	return &messages.Envelope{Topic: topic, Recipient: rcpt, Payload: payload, Signature: sig[:]}, nil
+	return &messages.Envelope{Topic: topic, Recipient: rcpt, Payload: payload, Signature: sig[:], Sender: sender.Public[:]}, nil
 }
 
 // Open checks an envelope and recovers its sender.
@@ -106,6 +128,9 @@ func Open(env *messages.Envelope, maxPayload int) (Delivery, error) {
 	sender, err := keys.Recover(dg, env.Signature)
 	if err != nil {
 		return d, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
+	}
+	if len(env.Sender) != keys.PublicKeySize || !sender.Equal(keys.PublicKey(env.Sender)) {
+		return d, fmt.Errorf("%w: signed by %s", ErrForged, sender)
 	}
 	d.Topic, d.Payload, d.Sender = env.Topic, env.Payload, sender
 	d.ID = keys.Keccak256(dg[:], env.Signature)

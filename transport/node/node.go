@@ -1,0 +1,441 @@
+// Package node is ratchetd's networked transport: nodes on different
+// machines exchange signed envelopes over protoactor-go's remote layer
+// (gRPC). There is no home-made wire protocol: every message between nodes is
+// a protobuf message of messages/transport.proto sent to the peer's node
+// actor.
+//
+// Nodes address each other by host:port. Each node announces the topics it
+// subscribes to (Hello, Subscribed), and publishing an envelope sends it to
+// the nodes that announced its topic; a node acknowledges an envelope once
+// its local subscribers have processed it (for ratchetd: once the receiving
+// installation has committed it). A publish that no node acknowledged is an
+// error, so the engine keeps it in its durable outbox and tries again:
+// nothing is lost when a peer node is down, and what is sent again is the
+// same ciphertext.
+//
+// Received envelopes are checked before anything else (transport.Open: size
+// cap, signature recovery); a refused one is dropped and counted by reason.
+// A peer node has at most MaxInflightPerPeer envelopes in processing: beyond
+// that it is refused, so a flood from one peer is bounded in memory and does
+// not delay the others.
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
+
+	"github.com/ratchetd/ratchetd/messages"
+	"github.com/ratchetd/ratchetd/transport"
+)
+
+// actorName is the name of every node's actor.
+const actorName = "ratchetd-node"
+
+// Defaults.
+const (
+	DefaultMaxInflightPerPeer = 256
+	DefaultDeliverTimeout     = 5 * time.Second
+	DefaultHelloInterval      = time.Second
+)
+
+// ErrNoSubscriber: no node (this one included) subscribes to the topic yet.
+var ErrNoSubscriber = errors.New("node: no subscriber for the topic")
+
+// ErrNotDelivered: a node that subscribes to the topic did not acknowledge
+// the envelope (down, busy or refusing).
+var ErrNotDelivered = errors.New("node: envelope not acknowledged")
+
+// Options configure a node.
+type Options struct {
+	// Listen is host:port to listen on (port 0: any free port).
+	Listen string
+	// Peers are host:port of other nodes; more are learned from their Hellos.
+	Peers []string
+	// MaxPayload caps an envelope's payload (transport.DefaultMaxPayload).
+	MaxPayload int
+	// MaxInflightPerPeer bounds what one peer node can have in processing.
+	MaxInflightPerPeer int
+	// DeliverTimeout bounds the wait for a peer's acknowledgement.
+	DeliverTimeout time.Duration
+	// HelloInterval is how often a node re-announces itself to its peers
+	// (so a restarted peer learns its topics again).
+	HelloInterval time.Duration
+	Logger        *slog.Logger
+}
+
+// Node is one node of the networked transport. It implements
+// transport.Transport and transport.Confirmer.
+type Node struct {
+	o       Options
+	sys     *actor.ActorSystem
+	rem     *remote.Remote
+	address string
+
+	mu       sync.Mutex
+	subs     map[string][]*subscription
+	peers    map[string]map[string]bool // address -> topics
+	known    map[string]bool            // addresses to greet
+	inflight map[string]int
+	drops    map[string]int64
+	closed   bool
+	stop     chan struct{}
+
+	published, sent, received, delivered atomic.Int64
+}
+
+// Start starts a node: its actor system, the remote layer and the node
+// actor, and greets the peers.
+func Start(o Options) (*Node, error) {
+	if o.MaxInflightPerPeer <= 0 {
+		o.MaxInflightPerPeer = DefaultMaxInflightPerPeer
+	}
+	if o.DeliverTimeout <= 0 {
+		o.DeliverTimeout = DefaultDeliverTimeout
+	}
+	if o.HelloInterval <= 0 {
+		o.HelloInterval = DefaultHelloInterval
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	host, portS, err := net.SplitHostPort(o.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("node: listen address %q: %w", o.Listen, err)
+	}
+	port, err := strconv.Atoi(portS)
+	if err != nil {
+		return nil, fmt.Errorf("node: listen port %q: %w", portS, err)
+	}
+	if port == 0 {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, err
+		}
+		port = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
+	n := &Node{
+		o: o, subs: map[string][]*subscription{}, peers: map[string]map[string]bool{}, known: map[string]bool{},
+		inflight: map[string]int{}, drops: map[string]int64{}, stop: make(chan struct{}),
+	}
+	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return o.Logger }))
+	n.rem = remote.NewRemote(n.sys, remote.Configure(host, port))
+	n.rem.Start()
+	n.address = net.JoinHostPort(host, strconv.Itoa(port))
+	if _, err := n.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &nodeActor{n: n} }), actorName); err != nil {
+		n.rem.Shutdown(false)
+		return nil, err
+	}
+	for _, p := range o.Peers {
+		if p != n.address {
+			n.known[p] = true
+		}
+	}
+	go n.greet()
+	return n, nil
+}
+
+// Address is this node's host:port.
+func (n *Node) Address() string { return n.address }
+
+func pidOf(address string) *actor.PID { return actor.NewPID(address, actorName) }
+
+// greet sends Hello to every known peer now and every HelloInterval.
+func (n *Node) greet() {
+	t := time.NewTicker(n.o.HelloInterval)
+	defer t.Stop()
+	for {
+		n.mu.Lock()
+		hello := &messages.Hello{Address: n.address, Topics: n.topicsLocked()}
+		var to []string
+		for a := range n.known {
+			to = append(to, a)
+		}
+		n.mu.Unlock()
+		for _, a := range to {
+			n.sys.Root.Send(pidOf(a), hello)
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (n *Node) topicsLocked() []string {
+	ts := make([]string, 0, len(n.subs))
+	for t, l := range n.subs {
+		if len(l) > 0 {
+			ts = append(ts, t)
+		}
+	}
+	sort.Strings(ts)
+	return ts
+}
+
+// Subscribe registers a handler for a topic and announces the topic.
+func (n *Node) Subscribe(topic string, h transport.Handler) (func(), error) {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil, transport.ErrClosed
+	}
+	s := newSubscription(topic, h)
+	n.subs[topic] = append(n.subs[topic], s)
+	var to []string
+	for a := range n.known {
+		to = append(to, a)
+	}
+	n.mu.Unlock()
+	for _, a := range to {
+		n.sys.Root.Send(pidOf(a), &messages.Subscribed{Address: n.address, Topic: topic})
+	}
+	return func() { n.unsubscribe(s) }, nil
+}
+
+func (n *Node) unsubscribe(s *subscription) {
+	n.mu.Lock()
+	l := n.subs[s.topic]
+	for i, x := range l {
+		if x == s {
+			n.subs[s.topic] = append(l[:i:i], l[i+1:]...)
+			break
+		}
+	}
+	n.mu.Unlock()
+	s.close()
+}
+
+// Publish sends an envelope and waits for the acknowledgement of every node
+// that subscribes to its topic.
+func (n *Node) Publish(env *messages.Envelope) error {
+	done := make(chan error, 1)
+	n.PublishConfirm(env, func(err error) { done <- err })
+	return <-done
+}
+
+// PublishConfirm sends an envelope and calls done, from another goroutine,
+// once every subscribing node acknowledged it, or with the first failure.
+func (n *Node) PublishConfirm(env *messages.Envelope, done func(error)) {
+	if env == nil || len(env.Payload) > n.maxPayload() || env.Topic == "" {
+		done(fmt.Errorf("%w: refused on publish", transport.ErrBadEnvelope))
+		return
+	}
+	n.published.Add(1)
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		done(transport.ErrClosed)
+		return
+	}
+	local := append([]*subscription(nil), n.subs[env.Topic]...)
+	var targets []string
+	for a, topics := range n.peers {
+		if topics[env.Topic] {
+			targets = append(targets, a)
+		}
+	}
+	n.mu.Unlock()
+	if len(local) == 0 && len(targets) == 0 {
+		done(fmt.Errorf("%w: %s", ErrNoSubscriber, env.Topic))
+		return
+	}
+	go func() {
+		var errs []error
+		if len(local) > 0 {
+			d, err := transport.Open(env, n.o.MaxPayload)
+			if err == nil {
+				wait := dispatch(local, d)
+				<-wait
+			}
+		}
+		futures := make([]actor.Future, len(targets))
+		msg := &messages.Deliver{Envelope: env, From: n.address}
+		for i, a := range targets {
+			futures[i] = n.sys.Root.RequestFuture(pidOf(a), msg, n.o.DeliverTimeout)
+			n.sent.Add(1)
+		}
+		for i, f := range futures {
+			res, err := f.Result()
+			ack, _ := res.(*messages.DeliverAck)
+			switch {
+			case err != nil:
+				errs = append(errs, fmt.Errorf("%w by %s: %v", ErrNotDelivered, targets[i], err))
+			case ack == nil || !ack.Accepted:
+				errs = append(errs, fmt.Errorf("%w by %s: %s", ErrNotDelivered, targets[i], ack.GetReason()))
+			}
+		}
+		done(errors.Join(errs...))
+	}()
+}
+
+// Stats is what a node counted.
+type Stats struct {
+	Published, Sent, Received, Delivered int64
+	// Dropped counts refused envelopes by reason: bad-envelope, oversized,
+	// unknown-topic, flood, malformed, closed.
+	Dropped map[string]int64
+	Peers   []string
+}
+
+// Stats returns the counters.
+func (n *Node) Stats() Stats {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := Stats{Published: n.published.Load(), Sent: n.sent.Load(), Received: n.received.Load(), Delivered: n.delivered.Load(), Dropped: map[string]int64{}}
+	for k, v := range n.drops {
+		s.Dropped[k] = v
+	}
+	for a := range n.peers {
+		s.Peers = append(s.Peers, a)
+	}
+	sort.Strings(s.Peers)
+	return s
+}
+
+func (n *Node) drop(reason string) {
+	n.mu.Lock()
+	n.drops[reason]++
+	n.mu.Unlock()
+}
+
+// Close stops greeting, closes the subscriptions and shuts the remote layer
+// down.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	close(n.stop)
+	var all []*subscription
+	for _, l := range n.subs {
+		all = append(all, l...)
+	}
+	n.subs = map[string][]*subscription{}
+	n.mu.Unlock()
+	for _, s := range all {
+		s.close()
+	}
+	n.rem.Shutdown(true)
+	n.sys.Shutdown()
+	return nil
+}
+
+// nodeActor receives what other nodes send.
+type nodeActor struct{ n *Node }
+
+func (a *nodeActor) Receive(ctx actor.Context) {
+	n := a.n
+	switch m := ctx.Message().(type) {
+	case *messages.Hello:
+		if m.Address == "" || m.Address == n.address {
+			return
+		}
+		n.mu.Lock()
+		topics := make(map[string]bool, len(m.Topics))
+		for _, t := range m.Topics {
+			topics[t] = true
+		}
+		n.peers[m.Address] = topics
+		n.known[m.Address] = true
+		reply := &messages.Hello{Address: n.address, Topics: n.topicsLocked(), Reply: true}
+		n.mu.Unlock()
+		if !m.Reply {
+			ctx.Send(pidOf(m.Address), reply)
+		}
+	case *messages.Subscribed:
+		n.mu.Lock()
+		if n.peers[m.Address] == nil {
+			n.peers[m.Address] = map[string]bool{}
+		}
+		n.peers[m.Address][m.Topic] = true
+		n.known[m.Address] = true
+		n.mu.Unlock()
+	case *messages.Deliver:
+		a.deliver(ctx, m)
+	}
+}
+
+// deliver checks an envelope from another node and hands it to the local
+// subscribers; the acknowledgement is sent once they have processed it.
+func (a *nodeActor) deliver(ctx actor.Context, m *messages.Deliver) {
+	n := a.n
+	n.received.Add(1)
+	replyTo := ctx.Sender()
+	refuse := func(reason string) {
+		n.drop(reason)
+		if replyTo != nil {
+			ctx.Send(replyTo, &messages.DeliverAck{Accepted: reason == "unknown-topic", Reason: reason})
+		}
+	}
+	from := m.From
+	if replyTo != nil {
+		from = replyTo.Address
+	}
+	d, err := transport.Open(m.Envelope, n.o.MaxPayload)
+	if err != nil {
+		reason := "bad-envelope"
+		switch {
+		case m.Envelope != nil && len(m.Envelope.Payload) > n.maxPayload():
+			reason = "oversized"
+		case errors.Is(err, transport.ErrForged):
+			reason = "forged"
+		}
+		refuse(reason)
+		return
+	}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		refuse("closed")
+		return
+	}
+	local := append([]*subscription(nil), n.subs[d.Topic]...)
+	if len(local) > 0 && n.inflight[from] >= n.o.MaxInflightPerPeer {
+		n.mu.Unlock()
+		refuse("flood")
+		return
+	}
+	if len(local) > 0 {
+		n.inflight[from]++
+	}
+	n.mu.Unlock()
+	if len(local) == 0 {
+		// Nobody here listens (any more): acknowledged, so the sender does
+		// not retry, and counted.
+		refuse("unknown-topic")
+		return
+	}
+	wait := dispatch(local, d)
+	root := ctx.ActorSystem().Root
+	go func() {
+		<-wait
+		n.mu.Lock()
+		n.inflight[from]--
+		n.mu.Unlock()
+		n.delivered.Add(1)
+		if replyTo != nil {
+			root.Send(replyTo, &messages.DeliverAck{Accepted: true})
+		}
+	}()
+}
+
+func (n *Node) maxPayload() int {
+	if n.o.MaxPayload > 0 {
+		return n.o.MaxPayload
+	}
+	return transport.DefaultMaxPayload
+}

@@ -1,0 +1,242 @@
+package node_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ratchetd/ratchetd"
+	"github.com/ratchetd/ratchetd/crypto/keys"
+	"github.com/ratchetd/ratchetd/messages"
+	"github.com/ratchetd/ratchetd/persistence"
+	"github.com/ratchetd/ratchetd/transport"
+	"github.com/ratchetd/ratchetd/transport/node"
+)
+
+// host is one ratchetd process: a node and an engine on a store.
+type host struct {
+	t     *testing.T
+	node  *node.Node
+	eng   *ratchetd.Engine
+	store *persistence.Memory
+	addr  string
+	peers []string
+
+	mu  sync.Mutex
+	got []ratchetd.Message
+}
+
+func startHost(t *testing.T, addr string, store *persistence.Memory, peers ...string) *host {
+	t.Helper()
+	if store == nil {
+		store = persistence.NewMemory()
+	}
+	h := &host{t: t, store: store, addr: addr, peers: peers}
+	h.up()
+	return h
+}
+
+func (h *host) up() {
+	n, err := node.Start(node.Options{Listen: h.addr, Peers: h.peers, HelloInterval: 100 * time.Millisecond, DeliverTimeout: 2 * time.Second})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.node, h.addr = n, n.Address()
+	eng, err := ratchetd.Open(ratchetd.Options{Store: h.store, Transport: n, Handler: func(m ratchetd.Message) {
+		h.mu.Lock()
+		h.got = append(h.got, m)
+		h.mu.Unlock()
+	}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.eng = eng
+}
+
+func (h *host) down() {
+	h.eng.Close()
+	h.node.Close()
+}
+
+func (h *host) received() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, m := range h.got {
+		out = append(out, string(m.Payload))
+	}
+	return out
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func exchange(t *testing.T, a, b *ratchetd.Account) {
+	for _, p := range [][2]*ratchetd.Account{{a, b}, {b, a}} {
+		s, err := p[1].ExportBundle()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p[0].ImportBundle(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestTwoNodes: two nodes converse; the receiving node goes down; sends
+// made meanwhile stay in the sender's outbox and arrive, once each, when it
+// is back on the same address.
+func TestTwoNodes(t *testing.T) {
+	a := startHost(t, "127.0.0.1:0", nil)
+	defer func() { a.down() }()
+	b := startHost(t, "127.0.0.1:0", nil, a.addr)
+	alice, err := a.eng.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := b.eng.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exchange(t, alice, bob)
+	waitFor(t, "the nodes to learn each other's topics", func() bool {
+		return len(a.node.Stats().Peers) == 1 && len(b.node.Stats().Peers) == 1
+	})
+	if _, err := alice.Send(bob.Identity(), []byte("hello over the network")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob to receive", func() bool { return len(b.received()) == 1 })
+	if _, err := bob.Send(alice.Identity(), []byte("hi back")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "alice to receive", func() bool { return len(a.received()) == 1 })
+
+	// Bob's node goes down; Alice keeps sending.
+	b.down()
+	for i := range 3 {
+		if _, err := alice.Send(bob.Identity(), []byte(fmt.Sprintf("while down %d", i))); err != nil {
+			t.Fatalf("send while the peer is down: %v", err)
+		}
+	}
+	time.Sleep(2500 * time.Millisecond) // longer than the delivery timeout
+	b.up()
+	defer b.down()
+	waitFor(t, "the outbox to drain into bob", func() bool { return len(b.received()) == 4 })
+	time.Sleep(300 * time.Millisecond)
+	got := b.received()
+	want := []string{"hello over the network", "while down 0", "while down 1", "while down 2"}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("bob got %q", got)
+	}
+	if st := a.eng.Stats(); st.OutboxResent == 0 {
+		t.Fatalf("nothing was retried from the outbox: %+v", st)
+	}
+}
+
+// TestHostileEnvelopes: forged, oversized, malformed, unknown-topic and
+// flooding envelopes from another node are dropped and counted by reason,
+// never reach the engine, and do not stop an honest peer.
+func TestHostileEnvelopes(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	block := make(chan struct{})
+	target, err := node.Start(node.Options{Listen: "127.0.0.1:0", MaxInflightPerPeer: 4, MaxPayload: 1024, HelloInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	target.Subscribe("slow", func(d transport.Delivery) { <-block })
+	target.Subscribe("fast", func(d transport.Delivery) {
+		mu.Lock()
+		seen = append(seen, string(d.Payload))
+		mu.Unlock()
+	})
+	attacker, err := node.Start(node.Options{Listen: "127.0.0.1:0", Peers: []string{target.Address()}, HelloInterval: 100 * time.Millisecond, DeliverTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	honest, err := node.Start(node.Options{Listen: "127.0.0.1:0", Peers: []string{target.Address()}, HelloInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer honest.Close()
+	waitFor(t, "the target to know both", func() bool { return len(target.Stats().Peers) == 2 })
+	waitFor(t, "both to know the target's topics", func() bool {
+		return len(attacker.Stats().Peers) == 1 && len(honest.Stats().Peers) == 1
+	})
+	kp, _ := keys.GenerateKey(rand.Reader)
+	other, _ := keys.GenerateKey(rand.Reader)
+	seal := func(topic string, payload []byte) *messages.Envelope {
+		env, err := transport.Seal(kp.Private, topic, nil, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	// Forged: the signature is not by the named sender.
+	forged := seal("fast", []byte("forged"))
+	forged.Sender = other.Public[:]
+	if err := attacker.Publish(forged); err == nil {
+		t.Fatal("forged envelope acknowledged")
+	}
+	// Tampered after signing.
+	tampered := seal("fast", []byte("tampered"))
+	tampered.Payload = []byte("tampereD")
+	attacker.Publish(tampered)
+	// Oversized: refused by the sending node's own check too, so send it
+	// raw to the target's actor through the honest path is impossible; the
+	// attacker's node caps at the default (1 MiB) while the target caps at
+	// 1 KiB.
+	if err := attacker.Publish(seal("fast", bytes.Repeat([]byte{1}, 2048))); err == nil {
+		t.Fatal("oversized envelope acknowledged")
+	}
+	// Unsigned / malformed.
+	attacker.Publish(&messages.Envelope{Topic: "fast", Payload: []byte("unsigned"), Signature: make([]byte, 65), Sender: kp.Public[:]})
+	// A flood on a topic whose handler blocks: at most 4 in flight, the rest
+	// refused.
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() { defer wg.Done(); attacker.Publish(seal("slow", []byte("flood"))) }()
+	}
+	time.Sleep(300 * time.Millisecond)
+	// The honest peer is not delayed by the flood.
+	start := time.Now()
+	if err := honest.Publish(seal("fast", []byte("honest"))); err != nil {
+		t.Fatalf("honest publish during a flood: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("honest publish took %v during the flood", d)
+	}
+	close(block)
+	wg.Wait()
+	st := target.Stats()
+	for _, reason := range []string{"forged", "oversized", "flood"} {
+		if st.Dropped[reason] == 0 {
+			t.Errorf("no envelope dropped as %q: %v", reason, st.Dropped)
+		}
+	}
+	if st.Dropped["forged"]+st.Dropped["bad-envelope"] < 3 {
+		t.Errorf("forged/tampered/unsigned not all refused: %v", st.Dropped)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(seen, []string{"honest"}) {
+		t.Fatalf("the subscriber saw %q; only the honest envelope may reach it", seen)
+	}
+}
