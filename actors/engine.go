@@ -211,7 +211,7 @@ func (e *Engine) LoadInstallations() ([]string, error) {
 }
 
 // host spawns the Installation actor and subscribes it to its identity's
-// partitioned topic.
+// topics.
 func (e *Engine) host(rec *messages.InstallationRecord) error {
 	in, err := newInstallation(e.deps, rec)
 	if err != nil {
@@ -230,12 +230,19 @@ func (e *Engine) host(rec *messages.InstallationRecord) error {
 		return err
 	}
 	h := &hosted{pid: pid, identity: in.identity.Public}
-	cancel, err := e.deps.tr.Subscribe(transport.PartitionedTopic(in.identity.Public), e.gateway(pid))
-	if err != nil {
-		e.system.Root.Stop(pid)
-		return err
+	// An installation receives on its identity's partitioned topic, and on
+	// the negotiated one Status switches to after the first exchange (§12).
+	for _, topic := range []string{transport.PartitionedTopic(in.identity.Public), transport.NegotiatedTopic(in.identity.Public)} {
+		cancel, err := e.deps.tr.Subscribe(topic, e.gateway(pid))
+		if err != nil {
+			for _, c := range h.cancel {
+				c()
+			}
+			e.system.Root.Stop(pid)
+			return err
+		}
+		h.cancel = append(h.cancel, cancel)
 	}
-	h.cancel = append(h.cancel, cancel)
 	e.installations[rec.InstallationId] = h
 	return nil
 }

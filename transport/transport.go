@@ -147,6 +147,17 @@ func ContactCodeTopic(identity keys.PublicKey) string {
 	return fmt.Sprintf("0x%x-contact-code", u[:])
 }
 
+// NegotiatedTopic is where Status sends to an identity once a shared secret
+// is agreed: "0x" + hex(uncompressed key) + "-negotiated" (status-compat.md
+// §12; the Waku v2 content-topic derivation is §18's open point).
+func NegotiatedTopic(identity keys.PublicKey) string {
+	u, err := identity.Uncompressed()
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("0x%x-negotiated", u[:])
+}
+
 // PartitionedTopicCount is the number of Status's partitioned topics.
 const PartitionedTopicCount = 5000
 
