@@ -217,12 +217,26 @@ func (n *Node) unsubscribe(s *subscription) {
 	s.close()
 }
 
-// Publish sends an envelope and waits for the acknowledgement of every node
-// that subscribes to its topic.
+// Publish sends an envelope without waiting for acknowledgements (bundle
+// adverts, contact codes: nothing that must survive a loss). It must not
+// wait: an actor may publish to a topic it subscribes to itself. What must
+// arrive goes through PublishConfirm, from the engine's outbox.
 func (n *Node) Publish(env *messages.Envelope) error {
-	done := make(chan error, 1)
-	n.PublishConfirm(env, func(err error) { done <- err })
-	return <-done
+	errc := make(chan error, 1)
+	n.PublishConfirm(env, func(err error) {
+		select {
+		case errc <- err:
+		default:
+		}
+	})
+	select {
+	case err := <-errc:
+		if errors.Is(err, transport.ErrBadEnvelope) {
+			return err // refused before anything was sent
+		}
+	default:
+	}
+	return nil
 }
 
 // PublishConfirm sends an envelope and calls done, from another goroutine,
@@ -247,6 +261,7 @@ func (n *Node) PublishConfirm(env *messages.Envelope, done func(error)) {
 		}
 	}
 	n.mu.Unlock()
+	n.o.Logger.Debug("node publish", "topic", env.Topic, "local", len(local), "remote", targets)
 	if len(local) == 0 && len(targets) == 0 {
 		done(fmt.Errorf("%w: %s", ErrNoSubscriber, env.Topic))
 		return
@@ -276,6 +291,9 @@ func (n *Node) PublishConfirm(env *messages.Envelope, done func(error)) {
 				errs = append(errs, fmt.Errorf("%w by %s: %s", ErrNotDelivered, targets[i], ack.GetReason()))
 			}
 		}
+		if len(errs) > 0 {
+			n.o.Logger.Debug("node publish not confirmed", "topic", env.Topic, "err", errors.Join(errs...))
+		}
 		done(errors.Join(errs...))
 	}()
 }
@@ -287,18 +305,21 @@ type Stats struct {
 	// unknown-topic, flood, malformed, closed.
 	Dropped map[string]int64
 	Peers   []string
+	// PeerTopics is how many topics each peer announced.
+	PeerTopics map[string]int
 }
 
 // Stats returns the counters.
 func (n *Node) Stats() Stats {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	s := Stats{Published: n.published.Load(), Sent: n.sent.Load(), Received: n.received.Load(), Delivered: n.delivered.Load(), Dropped: map[string]int64{}}
+	s := Stats{Published: n.published.Load(), Sent: n.sent.Load(), Received: n.received.Load(), Delivered: n.delivered.Load(), Dropped: map[string]int64{}, PeerTopics: map[string]int{}}
 	for k, v := range n.drops {
 		s.Dropped[k] = v
 	}
-	for a := range n.peers {
+	for a, topics := range n.peers {
 		s.Peers = append(s.Peers, a)
+		s.PeerTopics[a] = len(topics)
 	}
 	sort.Strings(s.Peers)
 	return s
@@ -341,6 +362,7 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 	n := a.n
 	switch m := ctx.Message().(type) {
 	case *messages.Hello:
+		n.o.Logger.Debug("node hello", "from", m.Address, "topics", len(m.Topics))
 		if m.Address == "" || m.Address == n.address {
 			return
 		}
@@ -374,6 +396,7 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 func (a *nodeActor) deliver(ctx actor.Context, m *messages.Deliver) {
 	n := a.n
 	n.received.Add(1)
+	n.o.Logger.Debug("node deliver", "from", m.From, "topic", m.GetEnvelope().GetTopic())
 	replyTo := ctx.Sender()
 	refuse := func(reason string) {
 		n.drop(reason)
