@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +59,7 @@ func freePort(t *testing.T) string {
 
 // proc is one `serve` process and its gRPC client.
 type proc struct {
-	t                *testing.T
+	t                testing.TB
 	dir, listen, api string
 	peers            []string
 	cmd              *exec.Cmd
