@@ -2,9 +2,9 @@ package serve
 
 import (
 	"context"
-	"log/slog"
 	"crypto/rand"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
