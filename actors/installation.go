@@ -468,6 +468,9 @@ func (in *installation) advertise(ctx actor.Context, to deviceKey, why string, d
 		done()
 		return
 	}
+	if len(in.lastAdvert) >= in.deps.cfg.ReplayCacheSize {
+		clear(in.lastAdvert) // bounded: many peers only forget their rate limit
+	}
 	in.lastAdvert[to] = now
 	in.deps.stats.adverts.Add(1)
 	in.deps.log.Debug("advertising bundle", "installation", in.id, "to", to.installation, "why", why)

@@ -41,6 +41,9 @@ func (s *peerSession) Receive(ctx actor.Context) {
 			s.deps.stats.corrupt.Add(1)
 			s.rec, s.sess = nil, nil
 		}
+	case *actor.Restarting:
+		// A failure restarts the session from its last durable snapshot.
+		s.deps.stats.sessionsActive.Add(-1)
 	case *actor.Stopped:
 		s.deps.stats.sessionsActive.Add(-1)
 		if s.sess != nil {
