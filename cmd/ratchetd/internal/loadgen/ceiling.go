@@ -1,0 +1,213 @@
+package loadgen
+
+import (
+	"crypto/rand"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ratchetd/ratchetd/crypto/keys"
+	"github.com/ratchetd/ratchetd/crypto/ratchet"
+	"github.com/ratchetd/ratchetd/crypto/x3dh"
+	"github.com/ratchetd/ratchetd/messages"
+)
+
+// primitive is the crypto-only work one delivered message of a scenario
+// corresponds to: encrypt, the protobuf wire round trip, decrypt — with no
+// actors, no persistence, no transport signature and no bundle handling.
+// The engine's rate as a fraction of it is what all of that costs.
+type primitive int
+
+const (
+	symmetric   primitive = iota // the same sender again: a chain-key step each side
+	alternating                  // the sender alternates: a DH ratchet step per message
+	newSession                   // X3DH both sides, both initial states, the first message
+)
+
+func (p primitive) String() string {
+	switch p {
+	case symmetric:
+		return "ratchet encrypt+decrypt, same direction"
+	case alternating:
+		return "ratchet encrypt+decrypt, alternating (DH step)"
+	case newSession:
+		return "x3dh initiate+passive, first ratchet message"
+	}
+	return fmt.Sprintf("primitive(%d)", int(p))
+}
+
+// Ceiling is the crypto-only rate measured in the same run.
+type Ceiling struct {
+	Primitive  string
+	MsgsPerSec float64
+	Cores      int // goroutines that ran the loop (one session pair each)
+	Messages   int64
+}
+
+// measureCeiling runs the loop of p on cores goroutines for about d.
+func measureCeiling(p primitive, payload, cores int, d time.Duration) (Ceiling, error) {
+	cores = max(cores, 1)
+	pt := make([]byte, payload)
+	var wg sync.WaitGroup
+	counts := make([]int64, cores)
+	errs := make([]error, cores)
+	start := time.Now()
+	for g := range cores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			counts[g], errs[g] = loop(p, pt, d)
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	var total int64
+	for g := range cores {
+		if errs[g] != nil {
+			return Ceiling{}, errs[g]
+		}
+		total += counts[g]
+	}
+	return Ceiling{Primitive: p.String(), MsgsPerSec: float64(total) / elapsed.Seconds(), Cores: cores, Messages: total}, nil
+}
+
+// loop runs the primitive until d has passed (at least a few times).
+func loop(p primitive, pt []byte, d time.Duration) (int64, error) {
+	w, err := newCryptoPair()
+	if err != nil {
+		return 0, err
+	}
+	deadline := time.Now().Add(d)
+	var n int64
+	for n < 8 || time.Now().Before(deadline) {
+		switch p {
+		case symmetric:
+			err = w.message(w.alice, w.bob, pt)
+		case alternating:
+			if n%2 == 0 {
+				err = w.message(w.alice, w.bob, pt)
+			} else {
+				err = w.message(w.bob, w.alice, pt)
+			}
+		case newSession:
+			err = w.session(pt)
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// cryptoPair is two parties with a confirmed session, as in the engine
+// after a handshake.
+type cryptoPair struct {
+	aliceID, bobID keys.KeyPair
+	bobSPK         keys.KeyPair
+	alice, bob     *ratchet.Session
+}
+
+func newCryptoPair() (*cryptoPair, error) {
+	w := &cryptoPair{}
+	var err error
+	for _, k := range []*keys.KeyPair{&w.aliceID, &w.bobID, &w.bobSPK} {
+		if *k, err = keys.GenerateKey(rand.Reader); err != nil {
+			return nil, err
+		}
+	}
+	a, b, err := w.initiate([]byte("hello"))
+	if err != nil {
+		return nil, err
+	}
+	w.alice, w.bob = a, b
+	// Bob answers once: both sides now have a sending chain.
+	if err := w.message(w.bob, w.alice, []byte("hello back")); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// message encrypts on one side, passes the entry through the wire format
+// and decrypts it on the other.
+func (w *cryptoPair) message(from, to *ratchet.Session, pt []byte) error {
+	h, ct, err := from.Encrypt(pt)
+	if err != nil {
+		return err
+	}
+	raw, err := proto.Marshal(&messages.ProtocolMessage{
+		InstallationId:   "ceiling",
+		EncryptedMessage: map[string]*messages.EncryptedMessageProtocol{"peer": {DrHeader: h.Proto(w.bobSPK.Public), Payload: ct}},
+	})
+	if err != nil {
+		return err
+	}
+	var pm messages.ProtocolMessage
+	if err := proto.Unmarshal(raw, &pm); err != nil {
+		return err
+	}
+	e := pm.EncryptedMessage["peer"]
+	rh, _, err := ratchet.ParseHeader(e.DrHeader)
+	if err != nil {
+		return err
+	}
+	_, _, err = to.Decrypt(rh, e.Payload, rand.Reader)
+	return err
+}
+
+// session is a whole new session: X3DH on both sides and its first message.
+func (w *cryptoPair) session(pt []byte) error {
+	_, _, err := w.initiate(pt)
+	return err
+}
+
+func (w *cryptoPair) initiate(pt []byte) (alice, bob *ratchet.Session, err error) {
+	ini, err := x3dh.Initiate(rand.Reader, w.aliceID.Private, w.bobID.Public, w.bobSPK.Public)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := ratchet.NewInitiator(ratchet.RootKey(ini.SK), w.bobSPK.Public, rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	alice = &ratchet.Session{State: st}
+	h, ct, err := alice.Encrypt(pt)
+	if err != nil {
+		return nil, nil, err
+	}
+	raw, err := proto.Marshal(&messages.ProtocolMessage{
+		InstallationId: "ceiling",
+		EncryptedMessage: map[string]*messages.EncryptedMessageProtocol{"peer": {
+			X3DhHeader: &messages.X3DHHeader{Key: ini.Ephemeral[:], Id: w.bobSPK.Public[:]},
+			DrHeader:   h.Proto(w.bobSPK.Public),
+			Payload:    ct,
+		}},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	var pm messages.ProtocolMessage
+	if err := proto.Unmarshal(raw, &pm); err != nil {
+		return nil, nil, err
+	}
+	e := pm.EncryptedMessage["peer"]
+	ek, err := keys.ParsePublicKey(e.X3DhHeader.Key)
+	if err != nil {
+		return nil, nil, err
+	}
+	sk, err := x3dh.Passive(w.bobID.Private, w.bobSPK.Private, w.aliceID.Public, ek)
+	if err != nil {
+		return nil, nil, err
+	}
+	bob = &ratchet.Session{State: ratchet.NewResponder(ratchet.RootKey(sk), w.bobSPK)}
+	rh, _, err := ratchet.ParseHeader(e.DrHeader)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, _, err := bob.Decrypt(rh, e.Payload, rand.Reader); err != nil {
+		return nil, nil, err
+	}
+	return alice, bob, nil
+}

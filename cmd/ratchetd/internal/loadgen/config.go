@@ -1,0 +1,100 @@
+// Package loadgen is ratchetd's load generator: scenarios that drive a real
+// engine (actors, Badger or the in-memory store, the asynchronous in-memory
+// transport) through the embedding API, measure delivered messages and
+// send-to-receipt latency, the process's CPU, allocations and memory, and
+// the same work done by a straight-line loop of the crypto primitives alone
+// (the ceiling the engine is reported against).
+package loadgen
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Scenario names.
+const (
+	Burst    = "burst"    // one side sends long runs, the other decrypts: symmetric ratchet
+	PingPong = "pingpong" // strict alternation: a DH ratchet step per message
+	X3DH     = "x3dh"     // a new session (a fresh account) per message
+	Fanout   = "fanout"   // group sends to multi-device identities, with copies to our own devices
+	Sessions = "sessions" // many conversations, a few active: memory per conversation
+)
+
+// Scenarios lists the scenario names in the order the help shows them.
+var Scenarios = []string{Burst, PingPong, X3DH, Fanout, Sessions}
+
+// DefaultSessions is the number of conversations a scenario runs when not
+// told: enough concurrent senders to feed the group commit on two cores.
+var DefaultSessions = map[string]int{Burst: 8, PingPong: 8, X3DH: 4, Fanout: 2, Sessions: 1000}
+
+// MinPayload is the smallest payload: the probe stamps a message id, the
+// conversation and the send time into it.
+const MinPayload = probeSize
+
+// Config is one load-generator run.
+type Config struct {
+	Scenario string
+	// Sessions is the number of conversations (pairs for burst and
+	// pingpong, workers for x3dh, groups for fanout, conversations with one
+	// hub for sessions); 0 takes DefaultSessions.
+	Sessions int
+	// Duration and Messages bound the measured phase; the first reached
+	// ends it. Messages counts deliveries.
+	Duration time.Duration
+	Messages int
+	Payload  int
+	// Durable keeps the state in Badger (Dir, or a temporary directory
+	// removed afterwards); otherwise in the in-memory store.
+	Durable bool
+	Dir     string
+	// Seed fixes the payload bytes and the choice of active conversations;
+	// keys always come from crypto/rand.
+	Seed uint64
+	// Ceiling is how long the crypto-only loop runs (0: not measured).
+	Ceiling time.Duration
+	// DrainTimeout bounds the wait for messages in flight at the end.
+	DrainTimeout time.Duration
+	// Progress, when set, receives a live status line (carriage returns).
+	Progress io.Writer
+	// Monitor, when set, exposes the run while it lasts (metrics).
+	Monitor *Monitor
+	Logger  *slog.Logger
+	// Sample is the timeline interval (250 ms).
+	Sample time.Duration
+}
+
+func (c *Config) normalize() error {
+	c.Scenario = strings.ToLower(strings.TrimSpace(c.Scenario))
+	if !slices.Contains(Scenarios, c.Scenario) {
+		return fmt.Errorf("loadgen: unknown scenario %q (one of %s)", c.Scenario, strings.Join(Scenarios, ", "))
+	}
+	if c.Sessions <= 0 {
+		c.Sessions = DefaultSessions[c.Scenario]
+	}
+	if c.Payload == 0 {
+		c.Payload = 200
+	}
+	if c.Payload < MinPayload {
+		return fmt.Errorf("loadgen: payload of %d bytes: at least %d are needed for the probe stamp", c.Payload, MinPayload)
+	}
+	if c.Duration <= 0 && c.Messages <= 0 {
+		c.Duration = 10 * time.Second
+	}
+	if c.Messages < 0 {
+		return fmt.Errorf("loadgen: negative message count")
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 15 * time.Second
+	}
+	if c.Sample <= 0 {
+		c.Sample = 250 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
