@@ -77,6 +77,10 @@ proto-check: protoc $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 	rm -rf $$tmp; \
 	[ $$status -eq 0 ] && echo "proto-check: generated code is up to date"; exit $$status
 
+## demo: the main job (the README's first command).
+demo:
+	$(GO) run ./cmd/ratchetd demo
+
 ## crash: the crash harness with at least 200 SIGKILLs (make test runs 4).
 CRASH_RUNS ?= 200
 crash:

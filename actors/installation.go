@@ -892,15 +892,17 @@ func (in *installation) ack(id []byte) {
 }
 
 // replayCache is a bounded set of recent message hashes, oldest evicted
-// first.
+// first. It grows as it is used (most installations see few DH or public
+// messages), up to its bound.
 type replayCache struct {
 	set   map[[32]byte]struct{}
-	order [][32]byte
+	order [][32]byte // ring once full
 	next  int
+	max   int
 }
 
 func newReplayCache(n int) *replayCache {
-	return &replayCache{set: make(map[[32]byte]struct{}, n), order: make([][32]byte, n)}
+	return &replayCache{set: make(map[[32]byte]struct{}), max: n}
 }
 
 // add records h and reports whether it was new.
@@ -908,11 +910,13 @@ func (c *replayCache) add(h [32]byte) bool {
 	if _, ok := c.set[h]; ok {
 		return false
 	}
-	if old := c.order[c.next]; old != ([32]byte{}) {
-		delete(c.set, old)
+	if len(c.order) < c.max {
+		c.order = append(c.order, h)
+	} else {
+		delete(c.set, c.order[c.next])
+		c.order[c.next] = h
+		c.next = (c.next + 1) % c.max
 	}
-	c.order[c.next] = h
-	c.next = (c.next + 1) % len(c.order)
 	c.set[h] = struct{}{}
 	return true
 }

@@ -78,3 +78,16 @@ func TestBadgerSecretsNotOnDisk(t *testing.T) {
 		return nil
 	})
 }
+
+// TestMemoryOrderedScan: the in-memory store scans a prefix in key order and
+// sees puts and deletes.
+func TestMemoryOrderedScan(t *testing.T) {
+	m := persistence.NewMemory()
+	m.Commit([]persistence.Write{{Key: []byte("b2"), Value: []byte("x")}, {Key: []byte("a1"), Value: []byte("x")}, {Key: []byte("b1"), Value: []byte("x")}, {Key: []byte("c"), Value: []byte("x")}})
+	m.Commit([]persistence.Write{{Key: []byte("b3"), Value: []byte("x")}, {Key: []byte("b2"), Delete: true}, {Key: []byte("zz"), Delete: true}})
+	var got []string
+	m.Scan([]byte("b"), func(k, _ []byte) error { got = append(got, string(k)); return nil })
+	if len(got) != 2 || got[0] != "b1" || got[1] != "b3" || m.Len() != 4 {
+		t.Fatalf("scan %q, len %d", got, m.Len())
+	}
+}

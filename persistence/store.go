@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -132,10 +133,12 @@ type Batcher interface {
 }
 
 // Memory is an in-memory Store, for tests and for engines that need no
-// durability.
+// durability. Keys are kept in order, so a Scan costs the size of what it
+// returns, not of the store.
 type Memory struct {
 	mu     sync.RWMutex
 	data   map[string][]byte
+	keys   []string // sorted
 	closed bool
 	// Commits counts successful commits (tests).
 	Commits int
@@ -163,16 +166,12 @@ func (m *Memory) Scan(prefix []byte, fn func(k, v []byte) error) error {
 		m.mu.RUnlock()
 		return ErrClosed
 	}
+	p := string(prefix)
 	var ks []string
-	for k := range m.data {
-		if bytes.HasPrefix([]byte(k), prefix) {
-			ks = append(ks, k)
-		}
-	}
-	sort.Strings(ks)
-	vs := make([][]byte, len(ks))
-	for i, k := range ks {
-		vs[i] = bytes.Clone(m.data[k])
+	var vs [][]byte
+	for i := sort.SearchStrings(m.keys, p); i < len(m.keys) && strings.HasPrefix(m.keys[i], p); i++ {
+		ks = append(ks, m.keys[i])
+		vs = append(vs, bytes.Clone(m.data[m.keys[i]]))
 	}
 	m.mu.RUnlock()
 	for i, k := range ks {
@@ -190,10 +189,21 @@ func (m *Memory) Commit(ws []Write) error {
 		return ErrClosed
 	}
 	for _, w := range ws {
-		if w.Delete {
-			delete(m.data, string(w.Key))
-		} else {
-			m.data[string(w.Key)] = bytes.Clone(w.Value)
+		k := string(w.Key)
+		_, exists := m.data[k]
+		switch {
+		case w.Delete && exists:
+			delete(m.data, k)
+			i := sort.SearchStrings(m.keys, k)
+			m.keys = append(m.keys[:i], m.keys[i+1:]...)
+		case !w.Delete:
+			if !exists {
+				i := sort.SearchStrings(m.keys, k)
+				m.keys = append(m.keys, "")
+				copy(m.keys[i+1:], m.keys[i:])
+				m.keys[i] = k
+			}
+			m.data[k] = bytes.Clone(w.Value)
 		}
 	}
 	m.Commits++

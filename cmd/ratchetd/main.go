@@ -2,6 +2,8 @@
 //
 //	ratchetd demo      a scripted multi-device conversation on the embedded default, with a transcript
 //	ratchetd bench     the load generator (burst, pingpong, x3dh, fanout, sessions)
+//	ratchetd chaos     the crash harness: SIGKILLs of a two-sided conversation, then verification
+//	ratchetd serve     a node: networked transport and the gRPC API for bots in any language
 //	ratchetd keygen    a new identity key pair
 //	ratchetd bundle    an installation's bundle string, for a QR code
 //	ratchetd inspect   decode a ProtocolMessage (headers, bundles), never secrets
@@ -80,7 +82,8 @@ its load generator, and small tools for keys, bundles and wire messages.`,
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newDemoCmd(), newBenchCmd(), newKeygenCmd(), newBundleCmd(), newInspectCmd(), newSelftestCmd())
+	root.AddCommand(newDemoCmd(), newBenchCmd(), newChaosCmd(), newChaosChildCmd(), newServeCmd(),
+		newKeygenCmd(), newBundleCmd(), newInspectCmd(), newSelftestCmd())
 	return root
 }
 

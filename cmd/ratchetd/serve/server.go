@@ -92,6 +92,9 @@ func (s *Server) APIAddress() string { return s.lis.Addr().String() }
 // NodeAddress is the transport node's host:port.
 func (s *Server) NodeAddress() string { return s.node.Address() }
 
+// NodeStats are the transport node's counters.
+func (s *Server) NodeStats() node.Stats { return s.node.Stats() }
+
 // Engine is the node's engine.
 func (s *Server) Engine() *ratchetd.Engine { return s.eng }
 
