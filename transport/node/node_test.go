@@ -191,33 +191,33 @@ func TestHostileEnvelopes(t *testing.T) {
 	// Forged: the signature is not by the named sender.
 	forged := seal("fast", []byte("forged"))
 	forged.Sender = other.Public[:]
-	if err := attacker.Publish(forged); err == nil {
+	if err := confirm(attacker, forged); err == nil {
 		t.Fatal("forged envelope acknowledged")
 	}
 	// Tampered after signing.
 	tampered := seal("fast", []byte("tampered"))
 	tampered.Payload = []byte("tampereD")
-	attacker.Publish(tampered)
+	confirm(attacker, tampered)
 	// Oversized: refused by the sending node's own check too, so send it
 	// raw to the target's actor through the honest path is impossible; the
 	// attacker's node caps at the default (1 MiB) while the target caps at
 	// 1 KiB.
-	if err := attacker.Publish(seal("fast", bytes.Repeat([]byte{1}, 2048))); err == nil {
+	if err := confirm(attacker, seal("fast", bytes.Repeat([]byte{1}, 2048))); err == nil {
 		t.Fatal("oversized envelope acknowledged")
 	}
 	// Unsigned / malformed.
-	attacker.Publish(&messages.Envelope{Topic: "fast", Payload: []byte("unsigned"), Signature: make([]byte, 65), Sender: kp.Public[:]})
+	confirm(attacker, &messages.Envelope{Topic: "fast", Payload: []byte("unsigned"), Signature: make([]byte, 65), Sender: kp.Public[:]})
 	// A flood on a topic whose handler blocks: at most 4 in flight, the rest
 	// refused.
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Add(1)
-		go func() { defer wg.Done(); attacker.Publish(seal("slow", []byte("flood"))) }()
+		go func() { defer wg.Done(); confirm(attacker, seal("slow", []byte("flood"))) }()
 	}
 	time.Sleep(300 * time.Millisecond)
 	// The honest peer is not delayed by the flood.
 	start := time.Now()
-	if err := honest.Publish(seal("fast", []byte("honest"))); err != nil {
+	if err := confirm(honest, seal("fast", []byte("honest"))); err != nil {
 		t.Fatalf("honest publish during a flood: %v", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
@@ -239,4 +239,11 @@ func TestHostileEnvelopes(t *testing.T) {
 	if !slices.Equal(seen, []string{"honest"}) {
 		t.Fatalf("the subscriber saw %q; only the honest envelope may reach it", seen)
 	}
+}
+
+// confirm publishes and waits for the subscribers' acknowledgement.
+func confirm(n *node.Node, env *messages.Envelope) error {
+	done := make(chan error, 1)
+	n.PublishConfirm(env, func(err error) { done <- err })
+	return <-done
 }
