@@ -593,24 +593,41 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 			reply()
 			return
 		}
-		// The send is accepted once its envelopes are in the outbox: a
-		// crash after this publishes the same ciphertexts on restart. The
-		// states that produced them were committed before (each PeerSession
-		// commits before it answers).
-		var writes []persistence.Write
-		var ids [][]byte
-		now := in.deps.cfg.Clock().UnixNano()
-		for _, env := range envs {
-			rec := &messages.OutboxRecord{Id: outboxID(env), Envelope: env, CreatedUnixNano: now}
-			v, err := proto.Marshal(rec)
-			if err != nil {
-				report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
-				reply()
-				return
-			}
-			writes = append(writes, persistence.Write{Key: persistence.OutboxKey(in.id, rec.Id), Value: v})
-			ids = append(ids, rec.Id)
+		// The states that produced these ciphertexts are durable (each
+		// PeerSession commits before it answers). A send is accepted once
+		// its envelopes are published or in the outbox.
+		writes, ids, err := in.outboxWrites(envs)
+		if err != nil {
+			report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
+			reply()
+			return
 		}
+		if _, confirms := in.deps.tr.(transport.Confirmer); !confirms {
+			// A transport that does not confirm delivery takes the envelope
+			// when Publish returns: publish first, and only what it refused
+			// goes to the outbox, to be published again (a commit less per
+			// message on the common path).
+			var failed []persistence.Write
+			for i, env := range envs {
+				in.deps.stats.published.Add(1)
+				if err := in.deps.tr.Publish(env); err != nil {
+					report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
+					failed = append(failed, writes[i])
+					continue
+				}
+				report.Envelopes++
+			}
+			if len(failed) > 0 {
+				if err := in.deps.commit(failed); err != nil {
+					report.Detail += "; not kept for a retry: " + err.Error()
+				}
+				in.scheduleRetry(ctx)
+			}
+			reply()
+			return
+		}
+		// A confirming transport (the network): the outbox first, so that a
+		// crash or a peer that is down never loses an accepted send.
 		f := ctx.RequestFuture(in.deps.committer, commitRequest(writes), in.deps.cfg.RequestTimeout)
 		ctx.ReenterAfter(f, func(res any, err error) {
 			if ack, _ := res.(*messages.CommitAck); err != nil || ack == nil || ack.Error != messages.ErrorCode_OK {
@@ -792,6 +809,23 @@ func (in *installation) redeliver(ctx actor.Context) {
 		in.deps.log.Warn("inbox scan failed", "err", err)
 	}
 	in.retryOutbox(ctx)
+}
+
+// outboxWrites are the outbox records of envelopes.
+func (in *installation) outboxWrites(envs []*messages.Envelope) ([]persistence.Write, [][]byte, error) {
+	now := in.deps.cfg.Clock().UnixNano()
+	writes := make([]persistence.Write, 0, len(envs))
+	ids := make([][]byte, 0, len(envs))
+	for _, env := range envs {
+		rec := &messages.OutboxRecord{Id: outboxID(env), Envelope: env, CreatedUnixNano: now}
+		v, err := proto.Marshal(rec)
+		if err != nil {
+			return nil, nil, err
+		}
+		writes = append(writes, persistence.Write{Key: persistence.OutboxKey(in.id, rec.Id), Value: v})
+		ids = append(ids, rec.Id)
+	}
+	return writes, ids, nil
 }
 
 // outboxID names an outbox record after its envelope's signature.

@@ -8,16 +8,20 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ratchetd/ratchetd/crypto/bundle"
 	"github.com/ratchetd/ratchetd/crypto/keys"
 	"github.com/ratchetd/ratchetd/crypto/ratchet"
 	"github.com/ratchetd/ratchetd/crypto/x3dh"
 	"github.com/ratchetd/ratchetd/messages"
+	"github.com/ratchetd/ratchetd/transport"
 )
 
 // primitive is the crypto-only work one delivered message of a scenario
-// corresponds to: encrypt, the protobuf wire round trip, decrypt — with no
-// actors, no persistence, no transport signature and no bundle handling.
-// The engine's rate as a fraction of it is what all of that costs.
+// corresponds to: encrypt, the protobuf wire round trip, the transport
+// envelope's signature and its recovery (the engine signs every envelope, as
+// Status's transport does), decrypt; for a new session also the verification
+// of the peer's bundle — with no actors and no persistence. The engine's rate
+// as a fraction of it is what those cost.
 type primitive int
 
 const (
@@ -107,6 +111,7 @@ func loop(p primitive, pt []byte, d time.Duration) (int64, error) {
 type cryptoPair struct {
 	aliceID, bobID keys.KeyPair
 	bobSPK         keys.KeyPair
+	bobBundle      *messages.Bundle
 	alice, bob     *ratchet.Session
 }
 
@@ -144,6 +149,9 @@ func (w *cryptoPair) message(from, to *ratchet.Session, pt []byte) error {
 	if err != nil {
 		return err
 	}
+	if raw, err = w.envelope(raw); err != nil {
+		return err
+	}
 	var pm messages.ProtocolMessage
 	if err := proto.Unmarshal(raw, &pm); err != nil {
 		return err
@@ -157,6 +165,20 @@ func (w *cryptoPair) message(from, to *ratchet.Session, pt []byte) error {
 	return err
 }
 
+// envelope wraps wire bytes in a signed transport envelope and opens it
+// again, recovering the sender, as the engine does for every message.
+func (w *cryptoPair) envelope(raw []byte) ([]byte, error) {
+	env, err := transport.SealWith(w.aliceID, "ceiling", &w.bobID.Public, raw)
+	if err != nil {
+		return nil, err
+	}
+	d, err := transport.Open(env, 0)
+	if err != nil {
+		return nil, err
+	}
+	return d.Payload, nil
+}
+
 // session is a whole new session: X3DH on both sides and its first message.
 func (w *cryptoPair) session(pt []byte) error {
 	_, _, err := w.initiate(pt)
@@ -164,6 +186,17 @@ func (w *cryptoPair) session(pt []byte) error {
 }
 
 func (w *cryptoPair) initiate(pt []byte) (alice, bob *ratchet.Session, err error) {
+	// The initiator verifies the responder's bundle before using it.
+	if w.bobBundle == nil {
+		b, err := bundle.Sign(w.bobID, []bundle.Entry{{InstallationID: "peer", SignedPreKey: w.bobSPK.Public, Version: 1, ProtocolVersion: 1}}, time.Now().UnixNano())
+		if err != nil {
+			return nil, nil, err
+		}
+		w.bobBundle = b.Proto()
+	}
+	if _, err := bundle.Verify(w.bobBundle); err != nil {
+		return nil, nil, err
+	}
 	ini, err := x3dh.Initiate(rand.Reader, w.aliceID.Private, w.bobID.Public, w.bobSPK.Public)
 	if err != nil {
 		return nil, nil, err
@@ -186,6 +219,9 @@ func (w *cryptoPair) initiate(pt []byte) (alice, bob *ratchet.Session, err error
 		}},
 	})
 	if err != nil {
+		return nil, nil, err
+	}
+	if raw, err = w.envelope(raw); err != nil {
 		return nil, nil, err
 	}
 	var pm messages.ProtocolMessage
