@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -88,14 +89,20 @@ func manySessions(b *testing.B, n int) {
 	time.Sleep(7 * time.Second) // passivation: sessions after 2 s, supervisors after 4 s
 	runtime.GC()
 	idle := rss()
+	if path := os.Getenv("RATCHETD_HEAPPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+	}
 	st := eng.Stats()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	b.ReportMetric(float64(n)/elapsed.Seconds(), "sessions/s")
 	b.ReportMetric(float64(peak-base)/float64(n), "B/session-active")
 	b.ReportMetric(float64(idle)/(1<<20), "MiB-rss-idle")
-	fmt.Printf("sessions=%d created_in=%v rss_before=%dMiB rss_peak=%dMiB rss_after_passivation=%dMiB heap_inuse=%dMiB active_sessions=%d passivations=%d commits=%d max_batch=%d\n",
-		n, elapsed.Round(time.Millisecond), base>>20, peak>>20, idle>>20, ms.HeapInuse>>20, st.SessionsActive, st.Passivations, st.Commits, st.MaxBatch)
+	fmt.Printf("sessions=%d created_in=%v rss_before=%dMiB rss_peak=%dMiB rss_after_passivation=%dMiB heap_inuse=%dMiB active_sessions=%d passivations=%d supervisor_passivations=%d commits=%d max_batch=%d\n",
+		n, elapsed.Round(time.Millisecond), base>>20, peak>>20, idle>>20, ms.HeapInuse>>20, st.SessionsActive, st.Passivations, st.SupervisorPassivations, st.Commits, st.MaxBatch)
 }
 
 // simulatedPeer sends the bot a first X3DH message from a new identity.

@@ -71,6 +71,8 @@ type Stats struct {
 	// SessionsActive is the number of PeerSession actors in memory;
 	// Passivations counts idle ones stopped.
 	SessionsActive, Passivations int64
+	// SupervisorPassivations counts idle SessionSupervisors stopped.
+	SupervisorPassivations int64
 	// Redelivered: unacknowledged messages delivered again after a restart;
 	// OutboxResent: accepted sends published after a restart.
 	Redelivered, OutboxResent int64
@@ -82,6 +84,7 @@ type stats struct {
 	rotations, corrupt, badEnvelopes                                         atomic.Int64
 	commits, committedWrites, commitNanos, maxBatch                          atomic.Int64
 	sessionsActive, passivations, redelivered, outboxResent                  atomic.Int64
+	supervisorPassivations                                                   atomic.Int64
 }
 
 // deps is what every actor of one engine shares; all of it is safe for
@@ -374,7 +377,7 @@ func (e *Engine) Stats() Stats {
 		Rotations: s.rotations.Load(), Corrupt: s.corrupt.Load(), BadEnvelopes: s.badEnvelopes.Load(),
 		Commits: s.commits.Load(), CommittedWrites: s.committedWrites.Load(), CommitNanos: s.commitNanos.Load(),
 		MaxBatch: s.maxBatch.Load(), SessionsActive: s.sessionsActive.Load(), Passivations: s.passivations.Load(),
-		Redelivered: s.redelivered.Load(), OutboxResent: s.outboxResent.Load(),
+		Redelivered: s.redelivered.Load(), OutboxResent: s.outboxResent.Load(), SupervisorPassivations: s.supervisorPassivations.Load(),
 	}
 }
 

@@ -111,7 +111,7 @@ func (in *installation) Receive(ctx actor.Context) {
 func (in *installation) start(ctx actor.Context) {
 	// A SessionSupervisor only holds its sessions' index: it is passivated
 	// like them, once its sessions have been (twice the idle time).
-	in.supervisors = newChildren(in.spawnSupervisor, 2*in.deps.cfg.SessionIdleTimeout, nil)
+	in.supervisors = newChildren(in.spawnSupervisor, 2*in.deps.cfg.SessionIdleTimeout, func() { in.deps.stats.supervisorPassivations.Add(1) })
 	in.lastAdvert = make(map[deviceKey]time.Time)
 	in.seen = newReplayCache(in.deps.cfg.ReplayCacheSize)
 	in.verified = make(map[keys.PublicKey][32]byte)
