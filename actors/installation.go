@@ -54,6 +54,9 @@ type installation struct {
 	// inflight: outbox envelopes published and not yet confirmed.
 	inflight map[string]bool
 	retrying bool
+	// bundle is the last bundle the publisher signed, and when.
+	bundle   *messages.BundleReply
+	bundleAt time.Time
 }
 
 func newInstallation(d *deps, rec *messages.InstallationRecord) (*installation, error) {
@@ -82,6 +85,7 @@ func (in *installation) Receive(ctx actor.Context) {
 	case *messages.PreKeysChanged:
 		in.rec.PreKeys = m.PreKeys
 		in.indexPreKeys()
+		in.bundle = nil
 	case *messages.DevicesQuery:
 		ctx.Respond(in.listDevices(m))
 	case *messages.SetDeviceEnabled:
@@ -140,7 +144,7 @@ func (in *installation) start(ctx actor.Context) {
 	in.publisher = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor {
 		return &bundlePublisher{deps: in.deps, rec: rec, identity: identity}
 	}))
-	ctx.Send(in.publisher, &messages.PairedDevices{Devices: in.pairedDevices()})
+	in.pairedChanged(ctx)
 	in.redeliver(ctx)
 }
 
@@ -194,6 +198,13 @@ func (in *installation) activeDevices(identity keys.PublicKey) []*messages.Devic
 		out = out[:in.deps.cfg.MaxInstallations]
 	}
 	return out
+}
+
+// pairedChanged tells the publisher which paired devices the bundle lists;
+// the cached bundle is stale.
+func (in *installation) pairedChanged(ctx actor.Context) {
+	in.bundle = nil
+	ctx.Send(in.publisher, &messages.PairedDevices{Devices: in.pairedDevices()})
 }
 
 // pairedDevices are our own other installations that the user enabled.
@@ -373,7 +384,7 @@ func (in *installation) storeBundle(ctx actor.Context, v *bundle.Verified) {
 		in.deps.commitLater(writes)
 	}
 	if pairedChanged {
-		ctx.Send(in.publisher, &messages.PairedDevices{Devices: in.pairedDevices()})
+		in.pairedChanged(ctx)
 	}
 }
 
@@ -542,7 +553,7 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 	}
 	// Ask for the bundle first: a rotation it triggers changes our current
 	// SPK only for the next message (Status encrypts before addBundle, §4.2).
-	bundleF := ctx.RequestFuture(in.publisher, &messages.BundleRequest{NowUnixNano: in.deps.cfg.Clock().UnixNano()}, in.deps.cfg.RequestTimeout)
+	bundleReply, bundleF := in.bundleNow(ctx)
 	type pendingEncrypt struct {
 		g *sendGroup
 		f actor.Future
@@ -555,8 +566,10 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 			pending = append(pending, pendingEncrypt{g, in.ask(ctx, g.to, req)})
 		}
 	}
-	remaining := len(pending) + 1
-	var bundleReply *messages.BundleReply
+	remaining := len(pending)
+	if bundleF != nil {
+		remaining++
+	}
 	var envs []*messages.Envelope
 	finish := func() {
 		remaining--
@@ -645,10 +658,17 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 			reply()
 		})
 	}
-	ctx.ReenterAfter(bundleF, func(res any, err error) {
-		bundleReply, _ = res.(*messages.BundleReply)
-		finish()
-	})
+	if bundleF != nil {
+		ctx.ReenterAfter(bundleF, func(res any, err error) {
+			bundleReply, _ = res.(*messages.BundleReply)
+			in.keepBundle(bundleReply)
+			finish()
+		})
+	}
+	if remaining == 0 {
+		remaining = 1
+		finish() // nothing to wait for (no device of the peer known)
+	}
 	for _, p := range pending {
 		ctx.ReenterAfter(p.f, func(res any, err error) {
 			r, _ := res.(*messages.EncryptResponse)
@@ -671,11 +691,37 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 
 // withBundle runs fn with the bundle to attach now.
 func (in *installation) withBundle(ctx actor.Context, fn func(*messages.BundleReply)) {
-	f := ctx.RequestFuture(in.publisher, &messages.BundleRequest{NowUnixNano: in.deps.cfg.Clock().UnixNano()}, in.deps.cfg.RequestTimeout)
+	b, f := in.bundleNow(ctx)
+	if f == nil {
+		fn(b)
+		return
+	}
 	ctx.ReenterAfter(f, func(res any, err error) {
 		b, _ := res.(*messages.BundleReply)
+		in.keepBundle(b)
 		fn(b)
 	})
+}
+
+// bundleNow returns the bundle to attach: the one the BundlePublisher signed
+// last if it is younger than BundleResignInterval (the publisher would
+// return that very bundle), or else a request to the publisher, which
+// re-signs it, or rotates the prekey first when it expired.
+func (in *installation) bundleNow(ctx actor.Context) (*messages.BundleReply, actor.Future) {
+	now := in.deps.cfg.Clock()
+	if in.bundle != nil && now.Sub(in.bundleAt) < in.deps.cfg.BundleResignInterval && !now.Before(in.bundleAt) {
+		return in.bundle, nil
+	}
+	return nil, ctx.RequestFuture(in.publisher, &messages.BundleRequest{NowUnixNano: now.UnixNano()}, in.deps.cfg.RequestTimeout)
+}
+
+// keepBundle caches a bundle the publisher signed just now.
+func (in *installation) keepBundle(b *messages.BundleReply) {
+	if b == nil || b.Bundle == nil {
+		in.bundle = nil
+		return
+	}
+	in.bundle, in.bundleAt = b, time.Unix(0, b.Bundle.Timestamp)
 }
 
 func bundles(b *messages.BundleReply) []*messages.Bundle {
@@ -749,7 +795,7 @@ func (in *installation) setEnabled(ctx actor.Context, m *messages.SetDeviceEnabl
 	}
 	in.devices[k] = d
 	if id == in.identity.Public {
-		ctx.Send(in.publisher, &messages.PairedDevices{Devices: in.pairedDevices()})
+		in.pairedChanged(ctx)
 	}
 	return &messages.Ack{}
 }
