@@ -91,6 +91,17 @@ type Node struct {
 	stop     chan struct{}
 
 	published, sent, received, delivered atomic.Int64
+	tap                                  atomic.Pointer[func(*messages.Envelope)]
+}
+
+// SetTap calls fn with every envelope this node publishes (tests,
+// diagnostics); nil removes it.
+func (n *Node) SetTap(fn func(*messages.Envelope)) {
+	if fn == nil {
+		n.tap.Store(nil)
+		return
+	}
+	n.tap.Store(&fn)
 }
 
 // Start starts a node: its actor system, the remote layer and the node
@@ -247,6 +258,9 @@ func (n *Node) PublishConfirm(env *messages.Envelope, done func(error)) {
 		return
 	}
 	n.published.Add(1)
+	if fn := n.tap.Load(); fn != nil {
+		(*fn)(env)
+	}
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
@@ -296,6 +310,19 @@ func (n *Node) PublishConfirm(env *messages.Envelope, done func(error)) {
 		}
 		done(errors.Join(errs...))
 	}()
+}
+
+// DeliverTo sends an envelope to one node, whether or not it announced the
+// topic, and waits for its answer (diagnostics and tests).
+func (n *Node) DeliverTo(address string, env *messages.Envelope) error {
+	res, err := n.sys.Root.RequestFuture(pidOf(address), &messages.Deliver{Envelope: env, From: n.address}, n.o.DeliverTimeout).Result()
+	if err != nil {
+		return err
+	}
+	if ack, _ := res.(*messages.DeliverAck); ack == nil || !ack.Accepted {
+		return fmt.Errorf("%w: %s", ErrNotDelivered, ack.GetReason())
+	}
+	return nil
 }
 
 // Stats is what a node counted.

@@ -26,8 +26,9 @@ type host struct {
 	addr  string
 	peers []string
 
-	mu  sync.Mutex
-	got []ratchetd.Message
+	mu       sync.Mutex
+	got      []ratchetd.Message
+	captured []*messages.Envelope
 }
 
 func startHost(t *testing.T, addr string, store *persistence.Memory, peers ...string) *host {
@@ -123,6 +124,32 @@ func TestTwoNodes(t *testing.T) {
 	}
 	waitFor(t, "alice to receive", func() bool { return len(a.received()) == 1 })
 
+	// A replayed envelope (captured on the way to Bob and sent again by
+	// anyone): the transport carries it, the engine recognises the
+	// duplicate and delivers nothing new.
+	a.node.SetTap(func(env *messages.Envelope) {
+		a.mu.Lock()
+		a.captured = append(a.captured, env)
+		a.mu.Unlock()
+	})
+	if _, err := alice.Send(bob.Identity(), []byte("once only")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob to receive it", func() bool { return len(b.received()) == 2 })
+	a.node.SetTap(nil)
+	a.mu.Lock()
+	captured := a.captured
+	a.mu.Unlock()
+	for _, env := range captured {
+		if err := confirmReplay(a.node, env); err != nil {
+			t.Fatalf("replay not acknowledged: %v", err)
+		}
+	}
+	waitFor(t, "the replay to be counted as a duplicate", func() bool { return b.eng.Stats().Duplicates > 0 })
+	if got := b.received(); len(got) != 2 {
+		t.Fatalf("a replay was delivered again: %q", got)
+	}
+
 	// Bob's node goes down; Alice keeps sending.
 	b.down()
 	for i := range 3 {
@@ -133,10 +160,10 @@ func TestTwoNodes(t *testing.T) {
 	time.Sleep(2500 * time.Millisecond) // longer than the delivery timeout
 	b.up()
 	defer b.down()
-	waitFor(t, "the outbox to drain into bob", func() bool { return len(b.received()) == 4 })
+	waitFor(t, "the outbox to drain into bob", func() bool { return len(b.received()) == 5 })
 	time.Sleep(300 * time.Millisecond)
 	got := b.received()
-	want := []string{"hello over the network", "while down 0", "while down 1", "while down 2"}
+	want := []string{"hello over the network", "once only", "while down 0", "while down 1", "while down 2"}
 	slices.Sort(got)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
@@ -223,10 +250,14 @@ func TestHostileEnvelopes(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("honest publish took %v during the flood", d)
 	}
+	// A topic the target never subscribed to (it could only be announced
+	// by lying): acknowledged, so the sender stops, and counted.
+	stray := seal("nobody-listens", []byte("stray"))
+	confirmTo(t, attacker, target, stray)
 	close(block)
 	wg.Wait()
 	st := target.Stats()
-	for _, reason := range []string{"forged", "oversized", "flood"} {
+	for _, reason := range []string{"forged", "oversized", "flood", "unknown-topic"} {
 		if st.Dropped[reason] == 0 {
 			t.Errorf("no envelope dropped as %q: %v", reason, st.Dropped)
 		}
@@ -243,6 +274,21 @@ func TestHostileEnvelopes(t *testing.T) {
 
 // confirm publishes and waits for the subscribers' acknowledgement.
 func confirm(n *node.Node, env *messages.Envelope) error {
+	done := make(chan error, 1)
+	n.PublishConfirm(env, func(err error) { done <- err })
+	return <-done
+}
+
+// confirmTo sends an envelope to one node's actor directly, whatever topics
+// it announced (as a lying peer would), and waits for its answer.
+func confirmTo(t *testing.T, from, to *node.Node, env *messages.Envelope) {
+	t.Helper()
+	if err := from.DeliverTo(to.Address(), env); err != nil {
+		t.Logf("deliver to %s: %v", to.Address(), err)
+	}
+}
+
+func confirmReplay(n *node.Node, env *messages.Envelope) error {
 	done := make(chan error, 1)
 	n.PublishConfirm(env, func(err error) { done <- err })
 	return <-done
