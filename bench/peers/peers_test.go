@@ -94,9 +94,6 @@ func storedKeys(t *testing.T, ks *dr.KeysStorageInMemory) int {
 // TestStatusKeyRetention checks what the Status variants keep: every used
 // key, up to MaxMessageKeysPerSession (2000), unless DeleteMk is called.
 func TestStatusKeyRetention(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fills a 2000-key store")
-	}
 	pl := Payload()
 	for v, want := range map[statusVariant]int{statusK1: 2000, statusK1Del: 0} {
 		p, err := newStatusPair(v.config())
@@ -121,9 +118,6 @@ func TestStatusKeyRetention(t *testing.T) {
 // removes an emptied entry), so with a new ratchet key per message its outer
 // map grows by one entry per received message, and every decrypt scans it.
 func TestStatusStoreGrowsInPingPong(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fills a 2000-key store")
-	}
 	pl := Payload()
 	p, err := newStatusPair(statusK1.config())
 	if err != nil {
