@@ -471,8 +471,7 @@ func (in *installation) receiveRatchet(ctx actor.Context, env *messages.Incoming
 // advertise sends a peer installation an empty DH message that carries our
 // bundle, at most once per BundleAdvertInterval (status-compat.md §10.3:
 // Status accepts it; the payload decrypts to nothing and the bundle is
-// stored).
-// done runs once the advert is published (or skipped).
+// stored). done runs once the advert is published, or skipped.
 func (in *installation) advertise(ctx actor.Context, to deviceKey, why string, done func()) {
 	now := in.deps.cfg.Clock()
 	if last, ok := in.lastAdvert[to]; ok && now.Sub(last) < in.deps.cfg.BundleAdvertInterval {
