@@ -210,3 +210,27 @@ func TestStoreFailures(t *testing.T) {
 		t.Fatalf("alice got %q", got)
 	}
 }
+
+// TestUnwrappedPayloads: a payload that is not a ProtocolMessage — such as
+// Status's ApplicationMetadataMessage sent with SkipEncryptionLayer, which
+// protobuf may even parse as an empty ProtocolMessage — reaches the
+// application unwrapped, with its sender (status-compat.md §1).
+func TestUnwrappedPayloads(t *testing.T) {
+	w := newWorld(t, transport.Faults{}, nil)
+	bob := w.account()
+	alice := newIdentity(t)
+	// ApplicationMetadataMessage{signature: 1, payload: 2, type: 3}.
+	amm := []byte{0x0a, 0x02, 0xaa, 0xbb, 0x12, 0x05, 'h', 'e', 'l', 'l', 'o', 0x18, 0x01}
+	to := bob.Identity()
+	env, err := transport.Seal(alice, transport.PartitionedTopic(to), &to, amm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.mem.Publish(env)
+	w.deliver()
+	msgs := w.messages(bob)
+	pub, _ := alice.Public()
+	if len(msgs) != 1 || msgs[0].Kind != ratchetd.KindUnwrapped || !bytes.Equal(msgs[0].Payload, amm) || msgs[0].Sender != pub {
+		t.Fatalf("bob got %+v", msgs)
+	}
+}

@@ -229,9 +229,13 @@ func (in *installation) receive(ctx actor.Context, env *messages.IncomingEnvelop
 		return
 	}
 	var pm messages.ProtocolMessage
-	if err := proto.Unmarshal(env.Payload, &pm); err != nil {
+	err = proto.Unmarshal(env.Payload, &pm)
+	if err != nil || (len(pm.Bundles) == 0 && len(pm.EncryptedMessage) == 0 && len(pm.PublicMessage) == 0) {
 		// Status passes payloads that are not a ProtocolMessage on to the
 		// application unwrapped (status-compat.md §1, SkipEncryptionLayer).
+		// protobuf parsing is lenient, so an ApplicationMetadataMessage
+		// often parses as a ProtocolMessage with nothing in it: that is
+		// not one either.
 		in.deps.stats.unwrapped.Add(1)
 		in.accept(&messages.InboxRecord{Id: env.EnvelopeId, Sender: sender[:], Kind: int32(KindUnwrapped), Payload: env.Payload, Topic: env.Topic})
 		ctx.Respond(&messages.Processed{})
