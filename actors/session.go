@@ -218,11 +218,14 @@ func (s *peerSession) decryptFresh(ctx actor.Context, m *messages.DecryptRequest
 		resp.Error, resp.Detail = messages.ErrorCode_NO_SESSION, "unknown signed prekey"
 		return resp
 	}
-	spk, err := spkPriv.KeyPair()
-	if err != nil {
-		resp.Error, resp.Detail = messages.ErrorCode_INTERNAL, err.Error()
+	// The public half comes from our own record (it is the bundle id the
+	// message named): no scalar multiplication to recompute it.
+	spkPub, err := keys.ParsePublicKey(m.GetSignedPreKey().GetPublicKey())
+	if err != nil || !spkPub.Equal(keys.PublicKey(pad33(resp.BundleId))) {
+		resp.Error, resp.Detail = messages.ErrorCode_NO_SESSION, "signed prekey does not match the bundle id"
 		return resp
 	}
+	spk := keys.KeyPair{Private: spkPriv, Public: spkPub}
 	fresh := ratchet.Session{State: ratchet.NewResponder(ratchet.RootKey(m.FreshSymmetricKey), spk), Limits: s.deps.cfg.Ratchet}
 	r, err := ratchet.Decrypt(&fresh.State, &fresh.Skipped, h, payload, s.deps.cfg.Ratchet, s.deps.cfg.Rand)
 	if err != nil {
