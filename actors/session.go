@@ -139,6 +139,11 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 		err = s.deps.commit(append(writes, w))
 	}
 	if err != nil {
+		if m.Reinit != nil {
+			// The supervisor indexed the new session when it made it: it
+			// does not exist, so the next send makes another.
+			ctx.Send(ctx.Parent(), &messages.SessionUpdate{PeerInstallationId: m.Reinit.PeerInstallationId, BundleId: m.Reinit.BundleId})
+		}
 		resp.Error, resp.Detail = messages.ErrorCode_STORE, err.Error()
 		return resp
 	}

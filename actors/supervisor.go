@@ -99,7 +99,15 @@ func (s *sessionSupervisor) loadIndex() {
 
 func (s *sessionSupervisor) update(m *messages.SessionUpdate) {
 	bid, err := keys.ParsePublicKey(m.BundleId)
-	if err != nil || len(m.SymmetricKey) != 32 {
+	if err != nil {
+		return
+	}
+	if len(m.SymmetricKey) == 0 {
+		// A session the supervisor made was never committed: forget it.
+		delete(s.meta, sessionKey{m.PeerInstallationId, bid})
+		return
+	}
+	if len(m.SymmetricKey) != 32 {
 		return
 	}
 	meta := &sessionMeta{initiator: m.Initiator, confirmed: m.Confirmed}
@@ -156,8 +164,13 @@ func (s *sessionSupervisor) encrypt(ctx actor.Context, m *messages.EncryptReques
 		}
 		k = sessionKey{m.PeerInstallationId, peerSPK}
 		// The new session goes to the PeerSession of its key, which replaces
-		// whatever it held there; the supervisor learns of it through the
-		// SessionUpdate sent before the reply.
+		// whatever it held there. It is indexed now, not when the session
+		// reports back: a second send queued behind this one must use it,
+		// not run X3DH again and replace it (the session commits it with
+		// this request's message, before any later request reaches it).
+		meta := &sessionMeta{initiator: true}
+		copy(meta.sk[:], rec.SymmetricKey)
+		s.meta[k] = meta
 		m = proto.Clone(m).(*messages.EncryptRequest)
 		m.Reinit = rec
 		s.deps.stats.x3dhActive.Add(1)

@@ -922,7 +922,9 @@ func (x *SessionsReply) GetSessions() []*SessionInfo {
 }
 
 // SessionUpdate tells a SessionSupervisor that one of its sessions committed
-// a new state: the facts its routing and tie-break need.
+// a new state: the facts its routing and tie-break need. With no
+// symmetric_key it says that a session the supervisor made was never
+// committed.
 type SessionUpdate struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	PeerInstallationId string                 `protobuf:"bytes,1,opt,name=peer_installation_id,json=peerInstallationId,proto3" json:"peer_installation_id,omitempty"`
