@@ -20,6 +20,13 @@ var ErrLocked = errors.New("persistence: data directory is in use by another pro
 // DefaultDir is where the embedded default keeps its data.
 const DefaultDir = "ratchetd-data"
 
+// DefaultMemTableSize bounds one memtable (Badger's default is 64 MiB): a
+// transaction may hold 15 % of it, 2.4 MiB.
+const DefaultMemTableSize = 16 << 20
+
+// ValueThreshold is the size above which a value goes to the value log.
+const ValueThreshold = 64 << 10
+
 // KeyFile is the name of the store key file created in the data directory
 // when no key is given.
 const KeyFile = "store.key"
@@ -38,8 +45,8 @@ type BadgerOptions struct {
 	// days). Nil reads or creates KeyFile in Dir; keep the key elsewhere
 	// (EncryptionKey) for the encryption to protect a stolen directory.
 	EncryptionKey []byte
-	// MemTableSize bounds memory per memtable (8 MiB when zero; Badger's
-	// default is 64 MiB).
+	// MemTableSize bounds memory per memtable (DefaultMemTableSize when
+	// zero).
 	MemTableSize int64
 	// CompactInterval runs Compact periodically so that deleted secrets
 	// (used message keys, old chain keys) leave the files (1 h when zero;
@@ -73,11 +80,18 @@ func OpenBadger(o BadgerOptions) (*Badger, error) {
 		WithIndexCacheSize(16 << 20)
 	mt := o.MemTableSize
 	if mt <= 0 {
-		mt = 8 << 20
+		mt = DefaultMemTableSize
 	}
-	opts = opts.WithMemTableSize(mt).WithNumMemtables(2).WithValueLogFileSize(64 << 20)
+	// One Commit must fit one Badger transaction (15 % of a memtable), and
+	// a decrypt that skips MaxSkip keys twice with a large plaintext writes
+	// thousands of records at once. Values above ValueThreshold (inbox
+	// plaintexts, not keys) go to the value log, where they count for a
+	// pointer only.
+	opts = opts.WithMemTableSize(mt).WithNumMemtables(2).WithValueLogFileSize(64 << 20).WithValueThreshold(ValueThreshold)
 	if o.InMemory {
-		opts = opts.WithInMemory(true).WithDir("").WithValueDir("")
+		// Without files there is no value log: every value stays in the
+		// tree, and ValueThreshold becomes the largest value allowed.
+		opts = opts.WithInMemory(true).WithDir("").WithValueDir("").WithValueThreshold(1 << 20)
 	} else {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, err
