@@ -118,6 +118,7 @@ func (in *installation) start(ctx actor.Context) {
 	in.supervisors = newChildren(in.spawnSupervisor, 2*in.deps.cfg.SessionIdleTimeout, func() { in.deps.stats.supervisorPassivations.Add(1) })
 	in.lastAdvert = make(map[deviceKey]time.Time)
 	in.seen = newReplayCache(in.deps.cfg.ReplayCacheSize)
+	in.loadReplays()
 	in.verified = make(map[keys.PublicKey][32]byte)
 	in.inflight = make(map[string]bool)
 	in.devices = make(map[deviceKey]*messages.DeviceRecord)
@@ -237,7 +238,7 @@ func (in *installation) receive(ctx actor.Context, env *messages.IncomingEnvelop
 		// often parses as a ProtocolMessage with nothing in it: that is
 		// not one either.
 		in.deps.stats.unwrapped.Add(1)
-		in.accept(&messages.InboxRecord{Id: env.EnvelopeId, Sender: sender[:], Kind: int32(KindUnwrapped), Payload: env.Payload, Topic: env.Topic})
+		in.accept(&messages.InboxRecord{Id: env.EnvelopeId, Sender: sender[:], Kind: int32(KindUnwrapped), Payload: env.Payload, Topic: env.Topic}, nil)
 		ctx.Respond(&messages.Processed{})
 		return
 	}
@@ -253,8 +254,12 @@ func (in *installation) receive(ctx actor.Context, env *messages.IncomingEnvelop
 		in.processBundle(ctx, sender, b)
 	}
 	if len(pm.PublicMessage) > 0 || public {
-		if len(pm.PublicMessage) > 0 && in.seen.add(keys.Keccak256(env.EnvelopeId)) {
-			in.accept(&messages.InboxRecord{Id: env.EnvelopeId, Sender: sender[:], SenderInstallation: pm.InstallationId, Kind: int32(KindPublic), Payload: pm.PublicMessage, Topic: env.Topic})
+		if len(pm.PublicMessage) > 0 {
+			if digest := keys.Keccak256(env.EnvelopeId); in.fresh(digest) {
+				in.accept(&messages.InboxRecord{Id: env.EnvelopeId, Sender: sender[:], SenderInstallation: pm.InstallationId, Kind: int32(KindPublic), Payload: pm.PublicMessage, Topic: env.Topic}, digest[:])
+			} else {
+				in.deps.stats.duplicates.Add(1)
+			}
 		}
 		ctx.Respond(&messages.Processed{})
 		return
@@ -404,7 +409,8 @@ func (in *installation) receiveDH(ctx actor.Context, env *messages.IncomingEnvel
 		ctx.Respond(&messages.Processed{Error: messages.ErrorCode_INVALID_MAC, Detail: err.Error()})
 		return
 	}
-	if !in.seen.add(keys.Keccak256(ek[:], e.Payload)) {
+	digest := keys.Keccak256(ek[:], e.Payload)
+	if !in.fresh(digest) {
 		in.deps.stats.duplicates.Add(1)
 		ctx.Respond(&messages.Processed{Error: messages.ErrorCode_DUPLICATE})
 		return
@@ -415,7 +421,7 @@ func (in *installation) receiveDH(ctx actor.Context, env *messages.IncomingEnvel
 		// the next send to it starts a fresh X3DH. Only the holder of the
 		// sender's identity key can sign the envelope that triggers this.
 		in.supervisors.forward(ctx, sender, &messages.ResetSending{PeerInstallationId: pm.InstallationId}, nil)
-	} else if err := in.accept(&messages.InboxRecord{Id: env.EnvelopeId, Sender: sender[:], SenderInstallation: pm.InstallationId, Kind: int32(KindDirect), Payload: pt, Topic: env.Topic, NoForwardSecrecy: true}); err != nil {
+	} else if err := in.accept(&messages.InboxRecord{Id: env.EnvelopeId, Sender: sender[:], SenderInstallation: pm.InstallationId, Kind: int32(KindDirect), Payload: pt, Topic: env.Topic, NoForwardSecrecy: true}, digest[:]); err != nil {
 		ctx.Respond(&messages.Processed{Error: messages.ErrorCode_STORE, Detail: err.Error()})
 		return
 	}
@@ -817,18 +823,50 @@ func (in *installation) importBundle(ctx actor.Context, m *messages.ImportBundle
 
 // accept commits a message that no PeerSession handled (DH fallback, public,
 // unwrapped) to the inbox, then delivers it.
-func (in *installation) accept(rec *messages.InboxRecord) error {
+//
+// replay, when set, is the digest that identifies the message for the
+// replay cache: it is committed with the inbox record, so that the message
+// is recognised after a restart too.
+func (in *installation) accept(rec *messages.InboxRecord, replay []byte) error {
 	rec.ReceivedUnixNano = in.deps.cfg.Clock().UnixNano()
 	v, err := proto.Marshal(rec)
+	writes := []persistence.Write{{Key: persistence.InboxKey(in.id, rec.Id), Value: v}}
+	if replay != nil {
+		writes = append(writes, persistence.Write{Key: persistence.ReplayKey(in.id, replay), Value: []byte{1}})
+	}
 	if err == nil {
-		err = in.deps.commit([]persistence.Write{{Key: persistence.InboxKey(in.id, rec.Id), Value: v}})
+		err = in.deps.commit(writes)
 	}
 	if err != nil {
 		in.deps.log.Warn("inbox commit failed; message dropped", "installation", in.id, "err", err)
 		return err
 	}
+	if replay != nil {
+		if evicted, ok := in.seen.add([32]byte(replay)); ok {
+			in.deps.commitLater([]persistence.Write{{Key: persistence.ReplayKey(in.id, evicted[:]), Delete: true}})
+		}
+	}
 	in.deliver(rec)
 	return nil
+}
+
+// fresh reports whether a DH-fallback or public message was not delivered
+// before (the bounded cache, filled from the store at start).
+func (in *installation) fresh(digest [32]byte) bool { return !in.seen.has(digest) }
+
+// loadReplays fills the replay cache from the store.
+func (in *installation) loadReplays() {
+	err := in.deps.store.Scan(persistence.ReplayPrefix(in.id), func(k, _ []byte) error {
+		if len(k) >= 32 {
+			if evicted, ok := in.seen.add([32]byte(k[len(k)-32:])); ok {
+				in.deps.commitLater([]persistence.Write{{Key: persistence.ReplayKey(in.id, evicted[:]), Delete: true}})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		in.deps.log.Warn("replay records not loaded", "err", err)
+	}
 }
 
 // deliver hands a committed inbox record to the application.
@@ -988,18 +1026,24 @@ func newReplayCache(n int) *replayCache {
 	return &replayCache{set: make(map[[32]byte]struct{}), max: n}
 }
 
-// add records h and reports whether it was new.
-func (c *replayCache) add(h [32]byte) bool {
-	if _, ok := c.set[h]; ok {
-		return false
+func (c *replayCache) has(h [32]byte) bool {
+	_, ok := c.set[h]
+	return ok
+}
+
+// add records h; it returns the hash it evicted to make room, if any.
+func (c *replayCache) add(h [32]byte) (evicted [32]byte, ok bool) {
+	if c.has(h) {
+		return evicted, false
 	}
 	if len(c.order) < c.max {
 		c.order = append(c.order, h)
 	} else {
-		delete(c.set, c.order[c.next])
+		evicted, ok = c.order[c.next], true
+		delete(c.set, evicted)
 		c.order[c.next] = h
 		c.next = (c.next + 1) % c.max
 	}
 	c.set[h] = struct{}{}
-	return true
+	return evicted, ok
 }

@@ -52,6 +52,8 @@ func (s *peerSession) Receive(ctx actor.Context) {
 		}
 	case *messages.EncryptRequest:
 		ctx.Respond(s.encrypt(ctx, m))
+	case *messages.ResetSending:
+		s.markStale(ctx)
 	case *messages.DecryptRequest:
 		ctx.Respond(s.decrypt(ctx, m))
 	}
@@ -218,6 +220,14 @@ func (s *peerSession) decrypt(ctx actor.Context, m *messages.DecryptRequest) *me
 }
 
 func (s *peerSession) decryptFresh(ctx actor.Context, m *messages.DecryptRequest, h ratchet.Header, payload []byte, resp *messages.DecryptResponse) *messages.DecryptResponse {
+	// An initiation that created a session before (the one this session
+	// replaced, or an older one) played again must not roll the
+	// conversation back: each is recorded apart from the session record.
+	initKey := persistence.InitiationKey(s.local, s.peer[:], m.PeerInstallationId, m.FreshPeerEphemeral)
+	if _, err := s.deps.store.Get(initKey); err == nil {
+		resp.Error, resp.Detail = messages.ErrorCode_DUPLICATE, "replayed X3DH initiation"
+		return resp
+	}
 	spkPriv, err := keys.ParsePrivateKey(m.GetSignedPreKey().GetPrivateKey())
 	if err != nil {
 		resp.Error, resp.Detail = messages.ErrorCode_NO_SESSION, "unknown signed prekey"
@@ -248,7 +258,7 @@ func (s *peerSession) decryptFresh(ctx actor.Context, m *messages.DecryptRequest
 	}
 	rec.State = r.Next.Snapshot()
 	// The old state under this id is replaced: delete its skipped keys.
-	var writes []persistence.Write
+	writes := []persistence.Write{{Key: initKey, Value: []byte{1}}}
 	old, err := s.skippedKeys()
 	for _, k := range old {
 		writes = append(writes, persistence.Write{Key: k, Delete: true})
@@ -267,6 +277,26 @@ func (s *peerSession) decryptFresh(ctx actor.Context, m *messages.DecryptRequest
 	s.notify(ctx)
 	resp.Plaintext = r.Plaintext
 	return resp
+}
+
+// markStale records that the peer installation asked for our bundle: this
+// session is no longer sent on (the supervisor knows it already), and stays
+// so after a restart.
+func (s *peerSession) markStale(ctx actor.Context) {
+	if s.rec == nil || s.rec.Stale {
+		return
+	}
+	rec := proto.Clone(s.rec).(*messages.SessionRecord)
+	rec.Stale = true
+	w, err := recordWrite(s.storeKey, rec)
+	if err == nil {
+		err = s.deps.commit([]persistence.Write{w})
+	}
+	if err != nil {
+		s.deps.log.Warn("stale mark not persisted", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
+		return
+	}
+	s.rec = rec
 }
 
 // skippedKeys lists the store keys of this session's skipped keys.
@@ -335,6 +365,7 @@ func (s *peerSession) notify(ctx actor.Context) {
 		SymmetricKey:       s.rec.SymmetricKey,
 		PeerEphemeralKey:   s.rec.PeerEphemeralKey,
 		Confirmed:          s.rec.Confirmed,
+		Stale:              s.rec.Stale,
 	})
 }
 

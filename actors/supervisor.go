@@ -29,8 +29,8 @@ type sessionMeta struct {
 	peerEK    keys.PublicKey
 	confirmed bool
 	// stale: the peer installation asked for our bundle, so it cannot use
-	// this session; it stays decryptable but is not sent on (in memory only:
-	// after a restart the next advert marks it again).
+	// this session; it stays decryptable but is not sent on (persisted by
+	// the PeerSession).
 	stale bool
 }
 
@@ -64,9 +64,12 @@ func (s *sessionSupervisor) Receive(ctx actor.Context) {
 	case *messages.SessionUpdate:
 		s.update(m)
 	case *messages.ResetSending:
+		// Not sent on any more; each session also records it, so that it
+		// holds after a passivation or a restart.
 		for k, meta := range s.meta {
-			if k.installation == m.PeerInstallationId {
+			if k.installation == m.PeerInstallationId && !meta.stale {
 				meta.stale = true
+				s.sessions.forward(ctx, k, m, nil)
 			}
 		}
 	case *messages.SessionsQuery:
@@ -88,7 +91,7 @@ func (s *sessionSupervisor) loadIndex() {
 		}
 		s.update(&messages.SessionUpdate{
 			PeerInstallationId: rec.PeerInstallationId, BundleId: rec.BundleId, Initiator: rec.Initiator,
-			SymmetricKey: rec.SymmetricKey, PeerEphemeralKey: rec.PeerEphemeralKey, Confirmed: rec.Confirmed,
+			SymmetricKey: rec.SymmetricKey, PeerEphemeralKey: rec.PeerEphemeralKey, Confirmed: rec.Confirmed, Stale: rec.Stale,
 		})
 		return nil
 	})
@@ -110,14 +113,14 @@ func (s *sessionSupervisor) update(m *messages.SessionUpdate) {
 	if len(m.SymmetricKey) != 32 {
 		return
 	}
-	meta := &sessionMeta{initiator: m.Initiator, confirmed: m.Confirmed}
+	meta := &sessionMeta{initiator: m.Initiator, confirmed: m.Confirmed, stale: m.Stale}
 	copy(meta.sk[:], m.SymmetricKey)
 	if len(m.PeerEphemeralKey) == keys.PublicKeySize {
 		meta.peerEK = keys.PublicKey(m.PeerEphemeralKey)
 	}
 	k := sessionKey{m.PeerInstallationId, bid}
 	if old := s.meta[k]; old != nil && old.sk == meta.sk {
-		meta.stale = old.stale // the same session, updated
+		meta.stale = meta.stale || old.stale // the same session, updated
 	}
 	s.meta[k] = meta
 }

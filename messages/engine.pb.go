@@ -353,8 +353,11 @@ type SessionRecord struct {
 	Confirmed          bool                   `protobuf:"varint,7,opt,name=confirmed,proto3" json:"confirmed,omitempty"`
 	PeerEphemeralKey   []byte                 `protobuf:"bytes,8,opt,name=peer_ephemeral_key,json=peerEphemeralKey,proto3" json:"peer_ephemeral_key,omitempty"` // responder: the EK_A that produced SK
 	State              *RatchetState          `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The peer asked for our bundle (it cannot decrypt this session): not
+	// used for sending any more, still decryptable.
+	Stale         bool `protobuf:"varint,10,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SessionRecord) Reset() {
@@ -448,6 +451,13 @@ func (x *SessionRecord) GetState() *RatchetState {
 		return x.State
 	}
 	return nil
+}
+
+func (x *SessionRecord) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
 }
 
 // EncryptRequest asks a SessionSupervisor to encrypt for one peer
@@ -933,6 +943,7 @@ type SessionUpdate struct {
 	SymmetricKey       []byte                 `protobuf:"bytes,4,opt,name=symmetric_key,json=symmetricKey,proto3" json:"symmetric_key,omitempty"`
 	PeerEphemeralKey   []byte                 `protobuf:"bytes,5,opt,name=peer_ephemeral_key,json=peerEphemeralKey,proto3" json:"peer_ephemeral_key,omitempty"`
 	Confirmed          bool                   `protobuf:"varint,6,opt,name=confirmed,proto3" json:"confirmed,omitempty"`
+	Stale              bool                   `protobuf:"varint,7,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -1005,6 +1016,13 @@ func (x *SessionUpdate) GetPeerEphemeralKey() []byte {
 func (x *SessionUpdate) GetConfirmed() bool {
 	if x != nil {
 		return x.Confirmed
+	}
+	return false
+}
+
+func (x *SessionUpdate) GetStale() bool {
+	if x != nil {
+		return x.Stale
 	}
 	return false
 }
@@ -2410,7 +2428,7 @@ const file_engine_proto_rawDesc = "" +
 	"\x10protocol_version\x18\x05 \x01(\rR\x0fprotocolVersion\x12\x1c\n" +
 	"\ttimestamp\x18\x06 \x01(\x03R\ttimestamp\x12\x18\n" +
 	"\aenabled\x18\a \x01(\bR\aenabled\x12)\n" +
-	"\x10bundle_timestamp\x18\b \x01(\x03R\x0fbundleTimestamp\"\xeb\x02\n" +
+	"\x10bundle_timestamp\x18\b \x01(\x03R\x0fbundleTimestamp\"\x81\x03\n" +
 	"\rSessionRecord\x12#\n" +
 	"\rpeer_identity\x18\x01 \x01(\fR\fpeerIdentity\x120\n" +
 	"\x14peer_installation_id\x18\x02 \x01(\tR\x12peerInstallationId\x12\x1b\n" +
@@ -2420,7 +2438,9 @@ const file_engine_proto_rawDesc = "" +
 	"\rephemeral_key\x18\x06 \x01(\fR\fephemeralKey\x12\x1c\n" +
 	"\tconfirmed\x18\a \x01(\bR\tconfirmed\x12,\n" +
 	"\x12peer_ephemeral_key\x18\b \x01(\fR\x10peerEphemeralKey\x122\n" +
-	"\x05state\x18\t \x01(\v2\x1c.ratchetd.state.RatchetStateR\x05state\"\xf0\x01\n" +
+	"\x05state\x18\t \x01(\v2\x1c.ratchetd.state.RatchetStateR\x05state\x12\x14\n" +
+	"\x05stale\x18\n" +
+	" \x01(\bR\x05stale\"\xf0\x01\n" +
 	"\x0eEncryptRequest\x120\n" +
 	"\x14peer_installation_id\x18\x01 \x01(\tR\x12peerInstallationId\x12-\n" +
 	"\x13peer_signed_pre_key\x18\x02 \x01(\fR\x10peerSignedPreKey\x12+\n" +
@@ -2453,14 +2473,15 @@ const file_engine_proto_rawDesc = "" +
 	"\tconfirmed\x18\x04 \x01(\bR\tconfirmed\x12\x18\n" +
 	"\asending\x18\x05 \x01(\bR\asending\"I\n" +
 	"\rSessionsReply\x128\n" +
-	"\bsessions\x18\x01 \x03(\v2\x1c.ratchetd.engine.SessionInfoR\bsessions\"\xed\x01\n" +
+	"\bsessions\x18\x01 \x03(\v2\x1c.ratchetd.engine.SessionInfoR\bsessions\"\x83\x02\n" +
 	"\rSessionUpdate\x120\n" +
 	"\x14peer_installation_id\x18\x01 \x01(\tR\x12peerInstallationId\x12\x1b\n" +
 	"\tbundle_id\x18\x02 \x01(\fR\bbundleId\x12\x1c\n" +
 	"\tinitiator\x18\x03 \x01(\bR\tinitiator\x12#\n" +
 	"\rsymmetric_key\x18\x04 \x01(\fR\fsymmetricKey\x12,\n" +
 	"\x12peer_ephemeral_key\x18\x05 \x01(\fR\x10peerEphemeralKey\x12\x1c\n" +
-	"\tconfirmed\x18\x06 \x01(\bR\tconfirmed\"@\n" +
+	"\tconfirmed\x18\x06 \x01(\bR\tconfirmed\x12\x14\n" +
+	"\x05stale\x18\a \x01(\bR\x05stale\"@\n" +
 	"\fResetSending\x120\n" +
 	"\x14peer_installation_id\x18\x01 \x01(\tR\x12peerInstallationId\"\x99\x01\n" +
 	"\x10IncomingEnvelope\x12\x14\n" +

@@ -51,6 +51,8 @@ const (
 	prefixSkipped      byte = 'k'
 	prefixInbox        byte = 'n'
 	prefixOutbox       byte = 'o'
+	prefixInitiation   byte = 'e'
+	prefixReplay       byte = 'r'
 )
 
 func appendField(k []byte, f []byte) []byte {
@@ -124,6 +126,20 @@ func OutboxKey(local string, id []byte) []byte { return key(prefixOutbox, []byte
 
 // OutboxPrefix scans a local installation's outbox.
 func OutboxPrefix(local string) []byte { return key(prefixOutbox, []byte(local)) }
+
+// InitiationKey records an X3DH initiation (the peer's ephemeral key) that
+// created a session, apart from the session record, so that a replay of it
+// is refused even if the session record is lost or replaced (X3DH §4.2).
+func InitiationKey(local string, peer []byte, peerInstallation string, ephemeral []byte) []byte {
+	return key(prefixInitiation, []byte(local), peer, []byte(peerInstallation), ephemeral)
+}
+
+// ReplayKey records a DH-fallback entry or public envelope an installation
+// has delivered, so that a replay after a restart is recognised.
+func ReplayKey(local string, digest []byte) []byte { return key(prefixReplay, []byte(local), digest) }
+
+// ReplayPrefix scans an installation's replay records.
+func ReplayPrefix(local string) []byte { return key(prefixReplay, []byte(local)) }
 
 // Batcher is implemented by stores that bound the size of one Commit.
 type Batcher interface {
