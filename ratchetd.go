@@ -48,6 +48,9 @@ type Limits struct {
 	Ratchet          ratchet.Limits // MaxSkip 1000, MaxKeep 3000, MaxMessageKeysPerSession 2000
 	MaxInstallations int            // 3
 	MaxBundleEntries int            // 16
+	// MaxDevicesPerIdentity bounds the installations remembered per peer
+	// identity (16; the least recently active are forgotten).
+	MaxDevicesPerIdentity int
 }
 
 // Options configure an engine. The zero value is an in-memory engine with
@@ -146,6 +149,7 @@ func Open(o Options) (*Engine, error) {
 		Ratchet:               o.Limits.Ratchet,
 		MaxInstallations:      o.Limits.MaxInstallations,
 		MaxBundleEntries:      o.Limits.MaxBundleEntries,
+		MaxDevicesPerIdentity: o.Limits.MaxDevicesPerIdentity,
 		BundleRefreshInterval: o.BundleRefreshInterval,
 		BundleAdvertInterval:  o.BundleAdvertInterval,
 		RequestTimeout:        o.RequestTimeout,

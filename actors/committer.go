@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -78,7 +79,25 @@ func (c *committer) flush(ctx actor.Context) {
 			all = append(all, p.writes...)
 		}
 		start := time.Now()
-		err := c.deps.store.Commit(all)
+		err := c.commit(all)
+		if err != nil && n > 1 {
+			// A batch the store refused (too big after all, or one bad
+			// write) must not fail the writers that would commit alone:
+			// each request is committed, or refused, on its own.
+			c.deps.log.Warn("group commit refused; committing one by one", "requests", n, "err", err)
+			for _, p := range batch {
+				ack := &messages.CommitAck{}
+				if err := c.commit(p.writes); err != nil {
+					ack = &messages.CommitAck{Error: messages.ErrorCode_STORE, Detail: err.Error()}
+				}
+				if p.to != nil {
+					ctx.Send(p.to, ack)
+				}
+			}
+			clear(c.pending[:n])
+			c.pending = c.pending[n:]
+			continue
+		}
 		s := c.deps.stats
 		s.commits.Add(1)
 		s.committedWrites.Add(int64(len(all)))
@@ -105,6 +124,18 @@ func (c *committer) flush(ctx actor.Context) {
 	c.pending = nil
 }
 
+// commit calls the store; a store that panics fails the batch, and its
+// writers are told, instead of waiting for acknowledgements a restarted
+// Committer would never send.
+func (c *committer) commit(ws []persistence.Write) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: store panicked: %v", errStore, r)
+		}
+	}()
+	return c.deps.store.Commit(ws)
+}
+
 // commitRequest converts writes to the actor message.
 func commitRequest(ws []persistence.Write) *messages.CommitRequest {
 	r := &messages.CommitRequest{Writes: make([]*messages.StoreWrite, len(ws))}
@@ -119,7 +150,7 @@ func commitRequest(ws []persistence.Write) *messages.CommitRequest {
 // answer (release a ciphertext or a plaintext) before its state is durable,
 // and blocking one session's mailbox leaves every other session running.
 func (d *deps) commit(ws []persistence.Write) error {
-	res, err := d.root.RequestFuture(d.committer, commitRequest(ws), d.cfg.RequestTimeout).Result()
+	res, err := d.root.RequestFuture(d.committer, commitRequest(ws), d.cfg.CommitTimeout).Result()
 	if err != nil {
 		return errStore
 	}

@@ -22,7 +22,10 @@ import (
 
 // Defaults (status-compat.md §6.7 unless said otherwise).
 const (
-	DefaultMaxInstallations      = 3
+	DefaultMaxInstallations = 3
+	// DefaultMaxDevicesPerIdentity: Status keeps every installation it
+	// ever saw; ratchetd keeps the 16 most recently active per identity.
+	DefaultMaxDevicesPerIdentity = 16
 	DefaultBundleRefreshInterval = 24 * time.Hour
 	// DefaultBundleResignInterval: Status re-signs its bundle with the
 	// current time on every send (§4.2). The timestamp only orders device
@@ -52,6 +55,10 @@ type Config struct {
 	BundleResignInterval  time.Duration // negative: re-sign on every send
 	BundleAdvertInterval  time.Duration
 	RequestTimeout        time.Duration
+	// CommitTimeout bounds the wait for a commit (2 min): much longer than
+	// a request, because a writer that gives up on a commit that lands
+	// later would hold a state older than the store's.
+	CommitTimeout time.Duration
 	// MaxBatchWrites bounds one group commit (DefaultMaxBatchWrites).
 	MaxBatchWrites int
 	// SessionIdleTimeout passivates a PeerSession (and a SessionSupervisor
@@ -67,6 +74,10 @@ type Config struct {
 	// ReplayCacheSize bounds the replay cache of DH-fallback and public
 	// messages.
 	ReplayCacheSize int
+	// MaxDevicesPerIdentity bounds the installations remembered for one
+	// identity (DefaultMaxDevicesPerIdentity); the least recently active
+	// are forgotten first.
+	MaxDevicesPerIdentity int
 	// MaxBundleEntries bounds the installations a received bundle may list.
 	MaxBundleEntries int
 	// Clock is the engine's notion of now (injectable for tests).
@@ -79,6 +90,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.MaxInstallations <= 0 {
 		c.MaxInstallations = DefaultMaxInstallations
+	}
+	if c.MaxDevicesPerIdentity <= 0 {
+		c.MaxDevicesPerIdentity = DefaultMaxDevicesPerIdentity
 	}
 	if c.BundleRefreshInterval <= 0 {
 		c.BundleRefreshInterval = DefaultBundleRefreshInterval
@@ -108,6 +122,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.CommitTimeout <= 0 {
+		c.CommitTimeout = 2 * time.Minute
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -42,7 +43,7 @@ type installation struct {
 	devices     map[deviceKey]*messages.DeviceRecord
 	supervisors *children[keys.PublicKey]
 	publisher   *actor.PID
-	lastAdvert  map[deviceKey]time.Time
+	lastAdvert  map[keys.PublicKey]time.Time
 	// seen remembers recent DH-fallback entries and public envelopes, which
 	// no ratchet protects from replay (Status dedups them in its transport's
 	// processed-envelope cache).
@@ -70,6 +71,14 @@ func newInstallation(d *deps, rec *messages.InstallationRecord) (*installation, 
 	}
 	if len(rec.PreKeys) == 0 {
 		return nil, errors.New("actors: installation record has no prekey")
+	}
+	for _, p := range rec.PreKeys {
+		if _, err := keys.ParsePublicKey(p.PublicKey); err != nil {
+			return nil, fmt.Errorf("actors: installation record: prekey: %w", err)
+		}
+		if _, err := keys.ParsePrivateKey(p.PrivateKey); err != nil {
+			return nil, fmt.Errorf("actors: installation record: prekey: %w", err)
+		}
 	}
 	return &installation{deps: d, rec: rec, identity: kp, id: rec.InstallationId}, nil
 }
@@ -116,7 +125,7 @@ func (in *installation) start(ctx actor.Context) {
 	// A SessionSupervisor only holds its sessions' index: it is passivated
 	// like them, once its sessions have been (twice the idle time).
 	in.supervisors = newChildren(in.spawnSupervisor, 2*in.deps.cfg.SessionIdleTimeout, func() { in.deps.stats.supervisorPassivations.Add(1) })
-	in.lastAdvert = make(map[deviceKey]time.Time)
+	in.lastAdvert = make(map[keys.PublicKey]time.Time)
 	in.seen = newReplayCache(in.deps.cfg.ReplayCacheSize)
 	in.loadReplays()
 	in.verified = make(map[keys.PublicKey][32]byte)
@@ -131,7 +140,11 @@ func (in *installation) start(ctx actor.Context) {
 			return nil
 		}
 		id, err := keys.ParsePublicKey(d.Identity)
+		if err == nil {
+			_, err = keys.ParsePublicKey(d.SignedPreKey)
+		}
 		if err != nil {
+			in.deps.log.Warn("device record invalid; skipped", "key", fmt.Sprintf("%x", k), "err", err)
 			in.deps.stats.corrupt.Add(1)
 			return nil
 		}
@@ -199,6 +212,37 @@ func (in *installation) activeDevices(identity keys.PublicKey) []*messages.Devic
 		out = out[:in.deps.cfg.MaxInstallations]
 	}
 	return out
+}
+
+// trimDevices bounds the installations kept for one identity to
+// MaxDevicesPerIdentity, forgetting the least recently active first: a peer
+// can announce any number of installation ids (Status keeps them all), but
+// only the MaxInstallations most recent are ever sent to.
+func (in *installation) trimDevices(identity keys.PublicKey) []persistence.Write {
+	var mine []*messages.DeviceRecord
+	for k, d := range in.devices {
+		if k.identity == identity {
+			mine = append(mine, d)
+		}
+	}
+	if len(mine) <= in.deps.cfg.MaxDevicesPerIdentity {
+		return nil
+	}
+	slices.SortFunc(mine, func(a, b *messages.DeviceRecord) int {
+		switch {
+		case a.Timestamp != b.Timestamp && a.Timestamp < b.Timestamp:
+			return -1
+		case a.Timestamp != b.Timestamp:
+			return 1
+		}
+		return strings.Compare(a.InstallationId, b.InstallationId)
+	})
+	var writes []persistence.Write
+	for _, d := range mine[:len(mine)-in.deps.cfg.MaxDevicesPerIdentity] {
+		delete(in.devices, deviceKey{identity, d.InstallationId})
+		writes = append(writes, persistence.Write{Key: persistence.DeviceKey(in.id, identity[:], d.InstallationId), Delete: true})
+	}
+	return writes
 }
 
 // pairedChanged tells the publisher which paired devices the bundle lists;
@@ -387,6 +431,7 @@ func (in *installation) storeBundle(ctx actor.Context, v *bundle.Verified) {
 		in.devices[k] = d
 		pairedChanged = pairedChanged || (own && d.Enabled)
 	}
+	writes = append(writes, in.trimDevices(v.Identity)...)
 	if len(writes) > 0 {
 		// Not waited for: a registry update lost in a crash is repeated by
 		// the next bundle the peer attaches.
@@ -483,15 +528,18 @@ func (in *installation) receiveRatchet(ctx actor.Context, env *messages.Incoming
 // Status accepts it; the payload decrypts to nothing and the bundle is
 // stored). done runs once the advert is published, or skipped.
 func (in *installation) advertise(ctx actor.Context, to deviceKey, why string, done func()) {
+	// Rate-limited per identity: the advert goes to the identity's topic
+	// (every installation of it reads it), and the installation id is the
+	// sender's to choose, so keying on it would let a peer lift the limit.
 	now := in.deps.cfg.Clock()
-	if last, ok := in.lastAdvert[to]; ok && now.Sub(last) < in.deps.cfg.BundleAdvertInterval {
+	if last, ok := in.lastAdvert[to.identity]; ok && now.Sub(last) < in.deps.cfg.BundleAdvertInterval {
 		done()
 		return
 	}
 	if len(in.lastAdvert) >= in.deps.cfg.ReplayCacheSize {
 		clear(in.lastAdvert) // bounded: many peers only forget their rate limit
 	}
-	in.lastAdvert[to] = now
+	in.lastAdvert[to.identity] = now
 	in.deps.stats.adverts.Add(1)
 	in.deps.log.Debug("advertising bundle", "installation", in.id, "to", to.installation, "why", why)
 	in.withBundle(ctx, func(b *messages.BundleReply) {
@@ -551,7 +599,7 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 		return
 	}
 	if cmd.Advertise {
-		delete(in.lastAdvert, deviceKey{peer, ""})
+		delete(in.lastAdvert, peer)
 		report.Envelopes = 1
 		in.advertise(ctx, deviceKey{peer, ""}, "requested", reply)
 		return

@@ -87,6 +87,9 @@ func (s *peerSession) load() error {
 }
 
 func (s *peerSession) use(rec *messages.SessionRecord, skipped []*messages.SkippedKey) error {
+	if _, err := keys.ParsePublicKey(rec.BundleId); err != nil {
+		return fmt.Errorf("bundle id: %w", err)
+	}
 	st, err := ratchet.StateFromSnapshot(rec.GetState(), s.deps.cfg.Ratchet)
 	if err != nil {
 		return err

@@ -230,12 +230,14 @@ func (b *Badger) Commit(ws []Write) error {
 	return err
 }
 
-// Fits reports whether n writes of about size bytes fit in one transaction.
+// Fits reports whether n writes of size bytes (keys and values) fit in one
+// transaction. Badger charges each entry about 12 bytes more than its key and
+// value (Txn.checkSize), and refuses a transaction beyond 15 % of a memtable;
+// a tenth of margin stays unused.
 func (b *Badger) Fits(n int, size int64) bool {
 	o := b.db.Opts()
-	// Badger's limits: 15% of the memtable in bytes, and count = that / skiplist node size.
-	maxSize := o.MemTableSize * 15 / 100
-	return size < maxSize && int64(n) < maxSize/100
+	maxSize := o.MemTableSize * 15 / 100 * 9 / 10
+	return size+int64(n)*24 < maxSize && int64(n) < maxSize/100
 }
 
 // Compact drops deleted and overwritten versions from the files (value-log
