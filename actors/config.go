@@ -23,6 +23,9 @@ import (
 // Defaults (status-compat.md §6.7 unless said otherwise).
 const (
 	DefaultMaxInstallations = 3
+	// DefaultDeviceCacheSize bounds the device lists cached per
+	// installation.
+	DefaultDeviceCacheSize = 4096
 	// DefaultMaxDevicesPerIdentity: Status keeps every installation it
 	// ever saw; ratchetd keeps the 16 most recently active per identity.
 	DefaultMaxDevicesPerIdentity = 16
@@ -78,6 +81,10 @@ type Config struct {
 	// identity (DefaultMaxDevicesPerIdentity); the least recently active
 	// are forgotten first.
 	MaxDevicesPerIdentity int
+	// DeviceCacheSize is how many identities' device lists an installation
+	// keeps in memory (DefaultDeviceCacheSize); the others are read from
+	// the store when needed.
+	DeviceCacheSize int
 	// MaxBundleEntries bounds the installations a received bundle may list.
 	MaxBundleEntries int
 	// Clock is the engine's notion of now (injectable for tests).
@@ -90,6 +97,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.MaxInstallations <= 0 {
 		c.MaxInstallations = DefaultMaxInstallations
+	}
+	if c.DeviceCacheSize <= 0 {
+		c.DeviceCacheSize = DefaultDeviceCacheSize
 	}
 	if c.MaxDevicesPerIdentity <= 0 {
 		c.MaxDevicesPerIdentity = DefaultMaxDevicesPerIdentity

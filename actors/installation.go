@@ -40,7 +40,7 @@ type installation struct {
 	id       string
 
 	preKeys     map[keys.PublicKey]*messages.OwnPreKey
-	devices     map[deviceKey]*messages.DeviceRecord
+	devices     *registry
 	supervisors *children[keys.PublicKey]
 	publisher   *actor.PID
 	lastAdvert  map[keys.PublicKey]time.Time
@@ -130,30 +130,8 @@ func (in *installation) start(ctx actor.Context) {
 	in.loadReplays()
 	in.verified = make(map[keys.PublicKey][32]byte)
 	in.inflight = make(map[string]bool)
-	in.devices = make(map[deviceKey]*messages.DeviceRecord)
+	in.devices = newRegistry(in.deps, in.id)
 	in.indexPreKeys()
-	err := in.deps.store.Scan(persistence.DevicePrefix(in.id), func(k, v []byte) error {
-		var d messages.DeviceRecord
-		if err := proto.Unmarshal(v, &d); err != nil {
-			in.deps.log.Warn("device record unreadable; skipped", "key", fmt.Sprintf("%x", k), "err", err)
-			in.deps.stats.corrupt.Add(1)
-			return nil
-		}
-		id, err := keys.ParsePublicKey(d.Identity)
-		if err == nil {
-			_, err = keys.ParsePublicKey(d.SignedPreKey)
-		}
-		if err != nil {
-			in.deps.log.Warn("device record invalid; skipped", "key", fmt.Sprintf("%x", k), "err", err)
-			in.deps.stats.corrupt.Add(1)
-			return nil
-		}
-		in.devices[deviceKey{id, d.InstallationId}] = &d
-		return nil
-	})
-	if err != nil {
-		in.deps.log.Warn("device scan failed", "err", err)
-	}
 	rec, identity := in.rec, in.identity
 	in.publisher = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor {
 		return &bundlePublisher{deps: in.deps, rec: rec, identity: identity}
@@ -194,8 +172,8 @@ func (in *installation) ask(ctx actor.Context, peer keys.PublicKey, msg any) act
 // (status-compat.md §8.1 step 1, §9).
 func (in *installation) activeDevices(identity keys.PublicKey) []*messages.DeviceRecord {
 	var out []*messages.DeviceRecord
-	for k, d := range in.devices {
-		if k.identity == identity && d.Enabled && !(identity == in.identity.Public && k.installation == in.id) {
+	for inst, d := range in.devices.of(identity) {
+		if d.Enabled && !(identity == in.identity.Public && inst == in.id) {
 			out = append(out, d)
 		}
 	}
@@ -219,11 +197,10 @@ func (in *installation) activeDevices(identity keys.PublicKey) []*messages.Devic
 // can announce any number of installation ids (Status keeps them all), but
 // only the MaxInstallations most recent are ever sent to.
 func (in *installation) trimDevices(identity keys.PublicKey) []persistence.Write {
+	devices := in.devices.of(identity)
 	var mine []*messages.DeviceRecord
-	for k, d := range in.devices {
-		if k.identity == identity {
-			mine = append(mine, d)
-		}
+	for _, d := range devices {
+		mine = append(mine, d)
 	}
 	if len(mine) <= in.deps.cfg.MaxDevicesPerIdentity {
 		return nil
@@ -239,7 +216,7 @@ func (in *installation) trimDevices(identity keys.PublicKey) []persistence.Write
 	})
 	var writes []persistence.Write
 	for _, d := range mine[:len(mine)-in.deps.cfg.MaxDevicesPerIdentity] {
-		delete(in.devices, deviceKey{identity, d.InstallationId})
+		delete(devices, d.InstallationId)
 		writes = append(writes, persistence.Write{Key: persistence.DeviceKey(in.id, identity[:], d.InstallationId), Delete: true})
 	}
 	return writes
@@ -394,8 +371,8 @@ func (in *installation) storeBundle(ctx actor.Context, v *bundle.Verified) {
 		if own && e.InstallationID == in.id {
 			continue
 		}
-		k := deviceKey{v.Identity, e.InstallationID}
-		d := in.devices[k]
+		devices := in.devices.of(v.Identity)
+		d := devices[e.InstallationID]
 		changed := false
 		if d == nil {
 			d = &messages.DeviceRecord{
@@ -428,7 +405,7 @@ func (in *installation) storeBundle(ctx actor.Context, v *bundle.Verified) {
 			continue
 		}
 		writes = append(writes, persistence.Write{Key: persistence.DeviceKey(in.id, v.Identity[:], e.InstallationID), Value: val})
-		in.devices[k] = d
+		devices[e.InstallationID] = d
 		pairedChanged = pairedChanged || (own && d.Enabled)
 	}
 	writes = append(writes, in.trimDevices(v.Identity)...)
@@ -815,10 +792,16 @@ func (in *installation) seal(topic string, to *keys.PublicKey, pm *messages.Prot
 
 func (in *installation) listDevices(q *messages.DevicesQuery) *messages.DeviceList {
 	out := &messages.DeviceList{}
-	for _, d := range in.devices {
-		if len(q.Identity) == 0 || bytes.Equal(q.Identity, d.Identity) {
-			out.Devices = append(out.Devices, proto.Clone(d).(*messages.DeviceRecord))
+	var devices []*messages.DeviceRecord
+	if id, err := keys.ParsePublicKey(q.Identity); err == nil {
+		for _, d := range in.devices.of(id) {
+			devices = append(devices, d)
 		}
+	} else if len(q.Identity) == 0 {
+		devices = in.devices.all()
+	}
+	for _, d := range devices {
+		out.Devices = append(out.Devices, proto.Clone(d).(*messages.DeviceRecord))
 	}
 	slices.SortFunc(out.Devices, func(a, b *messages.DeviceRecord) int {
 		if c := bytes.Compare(a.Identity, b.Identity); c != 0 {
@@ -836,8 +819,8 @@ func (in *installation) setEnabled(ctx actor.Context, m *messages.SetDeviceEnabl
 	if err != nil {
 		return &messages.Ack{Error: messages.ErrorCode_MALFORMED, Detail: err.Error()}
 	}
-	k := deviceKey{id, m.InstallationId}
-	d := in.devices[k]
+	devices := in.devices.of(id)
+	d := devices[m.InstallationId]
 	if d == nil {
 		return &messages.Ack{Error: messages.ErrorCode_NO_SESSION, Detail: "unknown device"}
 	}
@@ -850,7 +833,7 @@ func (in *installation) setEnabled(ctx actor.Context, m *messages.SetDeviceEnabl
 	if err != nil {
 		return &messages.Ack{Error: messages.ErrorCode_STORE, Detail: err.Error()}
 	}
-	in.devices[k] = d
+	devices[m.InstallationId] = d
 	if id == in.identity.Public {
 		in.pairedChanged(ctx)
 	}

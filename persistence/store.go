@@ -87,6 +87,12 @@ func DeviceKey(local string, identity []byte, installationID string) []byte {
 	return key(prefixDevice, []byte(local), identity, []byte(installationID))
 }
 
+// DeviceIdentityPrefix scans the devices of one identity known to a local
+// installation.
+func DeviceIdentityPrefix(local string, identity []byte) []byte {
+	return key(prefixDevice, []byte(local), identity)
+}
+
 // DevicePrefix scans every device known to a local installation.
 func DevicePrefix(local string) []byte { return key(prefixDevice, []byte(local)) }
 
