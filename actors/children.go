@@ -22,6 +22,7 @@ type children[K comparable] struct {
 	// idle passivates a child not used for that long (0: never).
 	idle      time.Duration
 	ticking   bool
+	peak      int // most children at once since the maps were made
 	passivate func() // counts a passivation
 }
 
@@ -62,6 +63,9 @@ func (c *children[K]) get(ctx actor.Context, k K) *actor.PID {
 	pid := c.spawn(ctx, k)
 	c.live[k] = pid
 	c.keyOf[pid.Id] = k
+	if len(c.keyOf) > c.peak {
+		c.peak = len(c.keyOf)
+	}
 	if c.idle > 0 {
 		c.lastUsed[k] = time.Now()
 		c.tick(ctx)
@@ -120,10 +124,25 @@ func (c *children[K]) terminated(ctx actor.Context, pid *actor.PID) {
 	}
 	list, stopping := c.stopping[k]
 	if !stopping {
+		c.shrink()
 		return
 	}
 	delete(c.stopping, k)
 	for _, h := range list {
 		c.forward(ctx, k, h.msg, h.sender)
 	}
+	c.shrink()
+}
+
+// shrink gives back the memory of maps that grew for a peak of children
+// once every child has stopped (Go maps never shrink on their own).
+func (c *children[K]) shrink() {
+	if len(c.keyOf) > 0 || c.peak < 1024 {
+		if len(c.keyOf) > c.peak {
+			c.peak = len(c.keyOf)
+		}
+		return
+	}
+	c.live, c.keyOf, c.stopping, c.lastUsed = map[K]*actor.PID{}, map[string]K{}, map[K][]held{}, map[K]time.Time{}
+	c.peak = 0
 }
