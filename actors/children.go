@@ -22,7 +22,7 @@ type children[K comparable] struct {
 	// idle passivates a child not used for that long (0: never).
 	idle      time.Duration
 	ticking   bool
-	peak      int // most children at once since the maps were made
+	peak      int    // most children at once since the maps were made
 	passivate func() // counts a passivation
 }
 

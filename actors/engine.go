@@ -254,13 +254,29 @@ func (e *Engine) host(rec *messages.InstallationRecord) error {
 // TransportGateway): it hands the delivery to the Installation and waits
 // until it has been processed, so a transport's per-subscription order is
 // kept and a manual-mode test sees every effect before its call returns.
+// It reports a delivery that was not taken — the installation could not
+// commit it, or did not answer — so that a transport that acknowledges
+// deliveries lets the sender try again. A definitive outcome (delivered,
+// duplicate, malformed, undecryptable) is taken.
 func (e *Engine) gateway(pid *actor.PID) transport.Handler {
-	return func(d transport.Delivery) {
+	return func(d transport.Delivery) error {
 		env := &messages.IncomingEnvelope{Topic: d.Topic, Payload: d.Payload, Sender: d.Sender[:], EnvelopeId: d.ID[:]}
 		if !d.Recipient.IsZero() {
 			env.Recipient = d.Recipient[:]
 		}
-		_, _ = e.system.Root.RequestFuture(pid, env, e.deps.cfg.RequestTimeout).Result()
+		res, err := e.system.Root.RequestFuture(pid, env, e.deps.cfg.RequestTimeout).Result()
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrTimeout, err)
+		}
+		p, _ := res.(*messages.Processed)
+		if p == nil {
+			return ErrInternal
+		}
+		switch p.Error {
+		case messages.ErrorCode_STORE, messages.ErrorCode_TIMEOUT, messages.ErrorCode_INTERNAL:
+			return fmt.Errorf("%w: %s", ErrorOf(p.Error), p.Detail)
+		}
+		return nil
 	}
 }
 

@@ -33,6 +33,8 @@ type MemoryOptions struct {
 // MemoryStats counts what the transport did.
 type MemoryStats struct {
 	Published, Delivered, Dropped, Duplicated, Rejected int64
+	// Refused: deliveries a handler did not take.
+	Refused int64
 }
 
 // Memory is an in-process transport: topics, publish, subscribe. Envelopes
@@ -47,7 +49,7 @@ type Memory struct {
 	pending []queued // manual mode
 	closed  bool
 
-	published, delivered, dropped, duplicated, rejected atomic.Int64
+	published, delivered, dropped, duplicated, rejected, refused atomic.Int64
 }
 
 type queued struct {
@@ -204,7 +206,9 @@ func (m *Memory) deliver(s *subscription, raw []byte) {
 		return
 	}
 	m.delivered.Add(1)
-	s.handler(d)
+	if s.handler(d) != nil {
+		m.refused.Add(1) // the memory transport does not deliver again
+	}
 }
 
 // Pending is the number of envelopes held in manual mode.
@@ -292,7 +296,7 @@ func (m *Memory) Inject(topic string, raw []byte) {
 func (m *Memory) Stats() MemoryStats {
 	return MemoryStats{
 		Published: m.published.Load(), Delivered: m.delivered.Load(), Dropped: m.dropped.Load(),
-		Duplicated: m.duplicated.Load(), Rejected: m.rejected.Load(),
+		Duplicated: m.duplicated.Load(), Rejected: m.rejected.Load(), Refused: m.refused.Load(),
 	}
 }
 

@@ -45,8 +45,10 @@ type Delivery struct {
 }
 
 // Handler receives deliveries. A transport calls one subscription's handler
-// sequentially; it may block (back-pressure).
-type Handler func(Delivery)
+// sequentially; it may block (back-pressure). It returns an error when the
+// delivery was not taken (the receiver could not commit it): a transport
+// that acknowledges deliveries then does not, and the sender tries again.
+type Handler func(Delivery) error
 
 // Transport publishes envelopes on topics and delivers them to subscribers.
 type Transport interface {

@@ -81,7 +81,7 @@ func TestMemoryFaultsReproducible(t *testing.T) {
 		m := transport.NewMemory(transport.MemoryOptions{Manual: true, Faults: transport.Faults{Loss: 0.2, Duplicate: 0.2, Reorder: 0.5, Seed: 7}})
 		defer m.Close()
 		var got []string
-		m.Subscribe("t", func(d transport.Delivery) { got = append(got, string(d.Payload)) })
+		m.Subscribe("t", func(d transport.Delivery) error { got = append(got, string(d.Payload)); return nil })
 		a := key(t)
 		for i := range 50 {
 			env, _ := transport.Seal(a.Private, "t", nil, []byte{byte('A' + i%26), byte('0' + i/26)})
@@ -112,19 +112,20 @@ func TestMemoryAsync(t *testing.T) {
 	forged := 0
 	done := make(chan struct{})
 	a := key(t)
-	m.Subscribe("t", func(d transport.Delivery) {
+	m.Subscribe("t", func(d transport.Delivery) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if string(d.Payload) == "y" {
 			if d.Sender == a.Public {
 				forged++
 			}
-			return
+			return nil
 		}
 		got++
 		if got == 100 {
 			close(done)
 		}
+		return nil
 	})
 	for range 100 {
 		env, _ := transport.Seal(a.Private, "t", nil, []byte("x"))

@@ -91,7 +91,11 @@ type Node struct {
 	stop     chan struct{}
 
 	published, sent, received, delivered atomic.Int64
-	tap                                  atomic.Pointer[func(*messages.Envelope)]
+	// bg tracks the goroutines that may still send to other nodes (acks,
+	// deliveries), so Close lets them finish before the remote layer stops.
+	bg  sync.WaitGroup
+	pid *actor.PID
+	tap atomic.Pointer[func(*messages.Envelope)]
 }
 
 // SetTap calls fn with every envelope this node publishes (tests,
@@ -143,10 +147,12 @@ func Start(o Options) (*Node, error) {
 	n.rem = remote.NewRemote(n.sys, remote.Configure(host, port))
 	n.rem.Start()
 	n.address = net.JoinHostPort(host, strconv.Itoa(port))
-	if _, err := n.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &nodeActor{n: n} }), actorName); err != nil {
+	pid, err := n.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &nodeActor{n: n} }), actorName)
+	if err != nil {
 		n.rem.Shutdown(false)
 		return nil, err
 	}
+	n.pid = pid
 	for _, p := range o.Peers {
 		if p != n.address {
 			n.known[p] = true
@@ -280,13 +286,16 @@ func (n *Node) PublishConfirm(env *messages.Envelope, done func(error)) {
 		done(fmt.Errorf("%w: %s", ErrNoSubscriber, env.Topic))
 		return
 	}
+	n.bg.Add(1)
 	go func() {
+		defer n.bg.Done()
 		var errs []error
 		if len(local) > 0 {
 			d, err := transport.Open(env, n.o.MaxPayload)
-			if err == nil {
-				wait := dispatch(local, d)
-				<-wait
+			if err != nil {
+				errs = append(errs, err)
+			} else if !<-dispatch(local, d) {
+				errs = append(errs, fmt.Errorf("%w: a local subscriber did not take it", ErrNotDelivered))
 			}
 		}
 		futures := make([]actor.Future, len(targets))
@@ -328,8 +337,8 @@ func (n *Node) DeliverTo(address string, env *messages.Envelope) error {
 // Stats is what a node counted.
 type Stats struct {
 	Published, Sent, Received, Delivered int64
-	// Dropped counts refused envelopes by reason: bad-envelope, oversized,
-	// unknown-topic, flood, malformed, closed.
+	// Dropped counts refused envelopes by reason: bad-envelope, forged,
+	// oversized, unknown-topic, flood, closed, not-taken, no-reply-address.
 	Dropped map[string]int64
 	Peers   []string
 	// PeerTopics is how many topics each peer announced.
@@ -377,7 +386,24 @@ func (n *Node) Close() error {
 	for _, s := range all {
 		s.close()
 	}
-	n.rem.Shutdown(true)
+	// Nothing of ours may send once the remote layer stops (protoactor's
+	// endpoint manager races with senders during its shutdown): stop the
+	// node actor, and let the acknowledgements in flight go first.
+	n.sys.Root.StopFuture(n.pid).Wait()
+	waited := make(chan struct{})
+	go func() { n.bg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(n.o.DeliverTimeout):
+	}
+	// A graceful remote shutdown waits for unreachable peers' endpoints
+	// (about 10 s); what is unsent then is sent again from the outboxes.
+	done := make(chan struct{})
+	go func() { n.rem.Shutdown(true); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+	}
 	n.sys.Shutdown()
 	return nil
 }
@@ -428,13 +454,17 @@ func (a *nodeActor) deliver(ctx actor.Context, m *messages.Deliver) {
 	refuse := func(reason string) {
 		n.drop(reason)
 		if replyTo != nil {
-			ctx.Send(replyTo, &messages.DeliverAck{Accepted: reason == "unknown-topic", Reason: reason})
+			ctx.Send(replyTo, &messages.DeliverAck{Accepted: false, Reason: reason})
 		}
 	}
-	from := m.From
-	if replyTo != nil {
-		from = replyTo.Address
+	// The in-flight cap is counted against the connection the envelope
+	// came on, not a name the peer chose; a delivery that cannot be
+	// answered is refused.
+	if replyTo == nil || replyTo.Address == "" {
+		n.drop("no-reply-address")
+		return
 	}
+	from := replyTo.Address
 	d, err := transport.Open(m.Envelope, n.o.MaxPayload)
 	if err != nil {
 		reason := "bad-envelope"
@@ -464,22 +494,30 @@ func (a *nodeActor) deliver(ctx actor.Context, m *messages.Deliver) {
 	}
 	n.mu.Unlock()
 	if len(local) == 0 {
-		// Nobody here listens (any more): acknowledged, so the sender does
-		// not retry, and counted.
+		// Nobody here listens (yet, or any more): not taken, so the sender
+		// keeps it and tries again once the topics are announced again.
 		refuse("unknown-topic")
 		return
 	}
 	wait := dispatch(local, d)
 	root := ctx.ActorSystem().Root
+	n.bg.Add(1)
 	go func() {
-		<-wait
+		defer n.bg.Done()
+		taken := <-wait
 		n.mu.Lock()
-		n.inflight[from]--
-		n.mu.Unlock()
-		n.delivered.Add(1)
-		if replyTo != nil {
-			root.Send(replyTo, &messages.DeliverAck{Accepted: true})
+		if n.inflight[from]--; n.inflight[from] <= 0 {
+			delete(n.inflight, from)
 		}
+		n.mu.Unlock()
+		ack := &messages.DeliverAck{Accepted: taken}
+		if taken {
+			n.delivered.Add(1)
+		} else {
+			n.drop("not-taken")
+			ack.Reason = "not taken by a subscriber (closing, or its commit failed)"
+		}
+		root.Send(replyTo, ack)
 	}()
 }
 

@@ -186,11 +186,12 @@ func TestHostileEnvelopes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer target.Close()
-	target.Subscribe("slow", func(d transport.Delivery) { <-block })
-	target.Subscribe("fast", func(d transport.Delivery) {
+	target.Subscribe("slow", func(d transport.Delivery) error { <-block; return nil })
+	target.Subscribe("fast", func(d transport.Delivery) error {
 		mu.Lock()
 		seen = append(seen, string(d.Payload))
 		mu.Unlock()
+		return nil
 	})
 	attacker, err := node.Start(node.Options{Listen: "127.0.0.1:0", Peers: []string{target.Address()}, HelloInterval: 100 * time.Millisecond, DeliverTimeout: 500 * time.Millisecond})
 	if err != nil {

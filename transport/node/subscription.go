@@ -19,7 +19,7 @@ type subscription struct {
 
 type job struct {
 	d    transport.Delivery
-	done func()
+	done func(taken bool)
 }
 
 func newSubscription(topic string, h transport.Handler) *subscription {
@@ -29,11 +29,11 @@ func newSubscription(topic string, h transport.Handler) *subscription {
 	return s
 }
 
-func (s *subscription) push(d transport.Delivery, done func()) {
+func (s *subscription) push(d transport.Delivery, done func(taken bool)) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		done()
+		done(false) // nobody took it: the sender must keep it
 		return
 	}
 	s.queue = append(s.queue, job{d, done})
@@ -56,10 +56,11 @@ func (s *subscription) run() {
 		s.queue = s.queue[1:]
 		closed := s.closed
 		s.mu.Unlock()
+		taken := false
 		if !closed {
-			s.handler(j.d)
+			taken = s.handler(j.d) == nil
 		}
-		j.done()
+		j.done(taken)
 	}
 }
 
@@ -70,18 +71,25 @@ func (s *subscription) close() {
 	s.mu.Unlock()
 }
 
-// dispatch hands a delivery to every subscription; the channel closes once
-// all have processed it.
-func dispatch(subs []*subscription, d transport.Delivery) <-chan struct{} {
-	done := make(chan struct{})
+// dispatch hands a delivery to every subscription; the channel receives
+// whether all of them took it, once all have processed it.
+func dispatch(subs []*subscription, d transport.Delivery) <-chan bool {
+	done := make(chan bool, 1)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	all := true
 	wg.Add(len(subs))
 	for _, s := range subs {
-		s.push(d, wg.Done)
+		s.push(d, func(taken bool) {
+			mu.Lock()
+			all = all && taken
+			mu.Unlock()
+			wg.Done()
+		})
 	}
 	go func() {
 		wg.Wait()
-		close(done)
+		done <- all
 	}()
 	return done
 }

@@ -19,6 +19,7 @@ package chaos
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -108,10 +109,20 @@ func Run(o Options) (Result, error) {
 		}
 		wait := o.MinRun + time.Duration(r.Int64N(int64(o.MaxRun-o.MinRun)))
 		time.Sleep(wait)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err == nil {
-			res.Kills++
+		cmd.Process.Signal(syscall.SIGKILL)
+		err := cmd.Wait()
+		// Only a child that was still running, and died of the SIGKILL,
+		// counts: one that failed on its own (a panic, a store it could
+		// not reopen) is an error of the harness's subject.
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) {
+			return res, fmt.Errorf("chaos: run %d: child: %v", i+1, err)
 		}
-		cmd.Wait()
+		ws, ok := exit.Sys().(syscall.WaitStatus)
+		if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			return res, fmt.Errorf("chaos: run %d: the child ended by itself before its kill: %v", i+1, err)
+		}
+		res.Kills++
 		logf("run %d: killed after %v", i+1, wait.Round(time.Millisecond))
 	}
 	// The final run sends nothing new: it restarts, drains the spool and

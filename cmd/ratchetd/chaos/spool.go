@@ -98,6 +98,14 @@ func (s *spool) Publish(env *messages.Envelope) error {
 	return err
 }
 
+// PublishConfirm makes the spool a confirming transport, as the networked
+// one is, so that the harness kills the engine's outbox path too: the
+// envelope is confirmed once it is durably in the spool.
+func (s *spool) PublishConfirm(env *messages.Envelope, done func(error)) {
+	err := s.Publish(env)
+	go done(err)
+}
+
 func (s *spool) Subscribe(topic string, h transport.Handler) (func(), error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -163,12 +171,16 @@ func (s *spool) run(topic string, t *topicRunner) {
 				break // nobody listens yet: keep it for later
 			}
 			var env messages.Envelope
+			taken := true
 			if proto.Unmarshal(raw, &env) == nil {
 				if d, err := transport.Open(&env, 0); err == nil {
 					for _, h := range hs {
-						h(d)
+						taken = h(d) == nil && taken
 					}
 				}
+			}
+			if !taken {
+				break // not taken (a commit failed): delivered again later
 			}
 			next = seqs[i] + 1
 			s.store.Commit([]persistence.Write{{Key: ck, Value: binary.BigEndian.AppendUint64(nil, next)}})

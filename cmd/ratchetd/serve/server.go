@@ -229,6 +229,9 @@ func (s *Server) Receive(r *messages.ReceiveRequest, stream messages.Ratchetd_Re
 }
 
 func (s *Server) Ack(_ context.Context, r *messages.AckRequest) (*messages.Done, error) {
+	if _, err := s.account(r.InstallationId); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	q := s.queueLocked(r.InstallationId)
 	var found *ratchetd.Message

@@ -1,0 +1,120 @@
+package serve
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ratchetd/ratchetd"
+	"github.com/ratchetd/ratchetd/messages"
+)
+
+// TestReviewAckUnknownInstallationGrowsPending: an Ack naming an
+// installation the node does not host is refused (NotFound) and leaves
+// nothing in memory. (Found by review: it created a queue per id.)
+func TestReviewAckUnknownInstallationGrowsPending(t *testing.T) {
+	eng, err := ratchetd.Open(ratchetd.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	s := &Server{pending: map[string]*queue{}, eng: eng, ready: make(chan struct{})}
+	close(s.ready)
+	for i := range 1000 {
+		_, err := s.Ack(context.Background(), &messages.AckRequest{InstallationId: fmt.Sprintf("no-such-installation-%d", i), Id: []byte{1}})
+		if status.Code(err) != codes.NotFound {
+			t.Fatalf("Ack of an unknown installation: %v", err)
+		}
+	}
+	if n := len(s.pending); n > 0 {
+		t.Fatalf("Acks of unknown installations left %d queues in memory", n)
+	}
+}
+
+// TestReviewSigtermUnderLoadLosesMessages: a node stopped gracefully
+// (SIGTERM) while a peer sends to it acknowledges envelopes it never
+// committed: Engine.Close cancels the subscriptions first, the node then
+// acknowledges what was queued for them without running the handler, and
+// answers what arrives until node.Close with "unknown-topic", Accepted. The
+// sender deletes those from its outbox; after the restart they never come.
+func TestReviewSigtermUnderLoadLosesMessages(t *testing.T) {
+	base := t.TempDir()
+	la, lb := freePort(t), freePort(t)
+	a := &proc{t: t, dir: filepath.Join(base, "a"), listen: la, api: freePort(t), peers: []string{lb}}
+	b := &proc{t: t, dir: filepath.Join(base, "b"), listen: lb, api: freePort(t), peers: []string{la}}
+	a.start()
+	defer a.term()
+	b.start()
+	ctx := context.Background()
+	alice := must(a.c.CreateAccount(ctx, &messages.CreateAccountRequest{}))
+	bob := must(b.c.CreateAccount(ctx, &messages.CreateAccountRequest{}))
+	sa := must(a.c.ExportBundle(ctx, &messages.AccountRef{InstallationId: alice.InstallationId}))
+	sb := must(b.c.ExportBundle(ctx, &messages.AccountRef{InstallationId: bob.InstallationId}))
+	must(a.c.ImportBundle(ctx, &messages.ImportBundleRequest{InstallationId: alice.InstallationId, Bundle: sb.Bundle}))
+	must(b.c.ImportBundle(ctx, &messages.ImportBundleRequest{InstallationId: bob.InstallationId, Bundle: sa.Bundle}))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := a.c.NodeStatus(ctx, &messages.NodeStatusRequest{})
+		if err == nil && st.PeerTopics[lb] >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a did not learn b's topics")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	var mu sync.Mutex
+	var accepted []string
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				p := fmt.Sprintf("g%d-%d", g, i)
+				if _, err := a.c.Send(ctx, &messages.SendRequest{InstallationId: alice.InstallationId, PeerIdentity: bob.Identity, Payload: []byte(p)}); err == nil {
+					mu.Lock()
+					accepted = append(accepted, p)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	time.Sleep(1000 * time.Millisecond)
+	b.term() // graceful stop in the middle of the load
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	b.start()
+	defer b.term()
+	in := &inbox{seen: map[string][]string{}}
+	cancel := follow(t, b, bob.InstallationId, in)
+	defer cancel()
+	deadline = time.Now().Add(6 * time.Second) // three outbox retry intervals
+	for !in.has(accepted...) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	var missing []string
+	for _, p := range accepted {
+		if !in.has(p) {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) > 0 {
+		t.Fatalf("%d of %d accepted messages never arrived after b's graceful restart: %q", len(missing), len(accepted), missing)
+	}
+	t.Logf("all %d accepted messages arrived", len(accepted))
+}
