@@ -259,8 +259,7 @@ func (in *installation) receive(ctx actor.Context, env *messages.IncomingEnvelop
 		// often parses as a ProtocolMessage with nothing in it: that is
 		// not one either.
 		in.deps.stats.unwrapped.Add(1)
-		in.accept(&messages.InboxRecord{Id: env.EnvelopeId, Sender: sender[:], Kind: int32(KindUnwrapped), Payload: env.Payload, Topic: env.Topic}, nil)
-		ctx.Respond(&messages.Processed{})
+		in.acceptOnce(ctx, env, &messages.InboxRecord{Id: env.EnvelopeId, Sender: sender[:], Kind: int32(KindUnwrapped), Payload: env.Payload, Topic: env.Topic})
 		return
 	}
 	if sender == in.identity.Public && pm.InstallationId == in.id {
@@ -274,14 +273,11 @@ func (in *installation) receive(ctx actor.Context, env *messages.IncomingEnvelop
 	for _, b := range pm.Bundles {
 		in.processBundle(ctx, sender, b)
 	}
-	if len(pm.PublicMessage) > 0 || public {
-		if len(pm.PublicMessage) > 0 {
-			if digest := keys.Keccak256(env.EnvelopeId); in.fresh(digest) {
-				in.accept(&messages.InboxRecord{Id: env.EnvelopeId, Sender: sender[:], SenderInstallation: pm.InstallationId, Kind: int32(KindPublic), Payload: pm.PublicMessage, Topic: env.Topic}, digest[:])
-			} else {
-				in.deps.stats.duplicates.Add(1)
-			}
-		}
+	if len(pm.PublicMessage) > 0 {
+		in.acceptOnce(ctx, env, &messages.InboxRecord{Id: env.EnvelopeId, Sender: sender[:], SenderInstallation: pm.InstallationId, Kind: int32(KindPublic), Payload: pm.PublicMessage, Topic: env.Topic})
+		return
+	}
+	if public {
 		ctx.Respond(&messages.Processed{})
 		return
 	}
@@ -879,6 +875,24 @@ func (in *installation) accept(rec *messages.InboxRecord, replay []byte) error {
 	}
 	in.deliver(rec)
 	return nil
+}
+
+// acceptOnce delivers a message that no ratchet protects from replay (public,
+// unwrapped) once per envelope, and answers the Engine; a message that could
+// not be committed is reported, so a transport that acknowledges deliveries
+// lets the sender try again.
+func (in *installation) acceptOnce(ctx actor.Context, env *messages.IncomingEnvelope, rec *messages.InboxRecord) {
+	digest := keys.Keccak256(env.EnvelopeId)
+	if !in.fresh(digest) {
+		in.deps.stats.duplicates.Add(1)
+		ctx.Respond(&messages.Processed{Error: messages.ErrorCode_DUPLICATE})
+		return
+	}
+	if err := in.accept(rec, digest[:]); err != nil {
+		ctx.Respond(&messages.Processed{Error: messages.ErrorCode_STORE, Detail: err.Error()})
+		return
+	}
+	ctx.Respond(&messages.Processed{})
 }
 
 // fresh reports whether a DH-fallback or public message was not delivered
