@@ -1047,8 +1047,9 @@ func (in *installation) retryOutbox(ctx actor.Context) {
 		if in.inflight[string(rec.Id)] {
 			continue
 		}
-		in.deps.stats.outboxResent.Add(1)
-		in.publishOutbox(ctx, rec.Id, rec.Envelope)
+		if in.publishOutbox(ctx, rec.Id, rec.Envelope) == nil {
+			in.deps.stats.outboxResent.Add(1)
+		}
 	}
 }
 
