@@ -203,13 +203,22 @@ func (s *Server) Receive(r *messages.ReceiveRequest, stream messages.Ratchetd_Re
 		s.mu.Lock()
 		q := s.queueLocked(r.InstallationId)
 		var next []ratchetd.Message
+		pending := make(map[string]bool, len(q.msgs))
 		for _, m := range q.msgs {
+			pending[string(m.ID)] = true
 			if !sent[string(m.ID)] {
 				next = append(next, m)
 			}
 		}
 		wake := q.wake
 		s.mu.Unlock()
+		// Forget what was acknowledged meanwhile: the stream remembers only
+		// what is still pending.
+		for id := range sent {
+			if !pending[id] {
+				delete(sent, id)
+			}
+		}
 		for _, m := range next {
 			err := stream.Send(&messages.ReceivedMessage{
 				Id: m.ID, Sender: m.Sender.Bytes(), SenderInstallation: m.SenderInstallation,
