@@ -28,6 +28,23 @@ type peerSession struct {
 
 	rec  *messages.SessionRecord // nil: no session yet (a responder candidate)
 	sess *ratchet.Session
+
+	// Decrypts are answered in batches: each one advances the state at
+	// once, the batch's writes are committed together, then every plaintext
+	// of the batch is released. A batch closes when the session reaches the
+	// Flush note it sends itself behind the batch's first decrypt, so the
+	// decrypts queued meanwhile share one commit, as the Committer groups
+	// sessions. Anything else closes the batch first.
+	held       []heldReply
+	heldWrites []persistence.Write
+	heldNotify bool
+	flushing   bool
+}
+
+// heldReply is an answer waiting for its batch's commit.
+type heldReply struct {
+	to   *actor.PID
+	resp *messages.DecryptResponse
 }
 
 func (s *peerSession) Receive(ctx actor.Context) {
@@ -50,12 +67,47 @@ func (s *peerSession) Receive(ctx actor.Context) {
 			s.sess.State.Wipe()
 			s.sess.Skipped.Wipe()
 		}
+	case *actor.Stopping:
+		s.flush(ctx) // answer what is held before the session goes
 	case *messages.EncryptRequest:
+		s.flush(ctx)
 		ctx.Respond(s.encrypt(ctx, m))
 	case *messages.ResetSending:
+		s.flush(ctx)
 		s.markStale(ctx)
 	case *messages.DecryptRequest:
-		ctx.Respond(s.decrypt(ctx, m))
+		if resp := s.decrypt(ctx, m); resp != nil {
+			ctx.Respond(resp)
+		}
+	case *messages.Flush:
+		s.flushing = false
+		s.flush(ctx)
+	}
+}
+
+// flush commits the writes of the held decrypts, then releases their
+// plaintexts; if the commit fails none is released and the session goes
+// back to its last durable snapshot.
+func (s *peerSession) flush(ctx actor.Context) {
+	if len(s.held) == 0 {
+		return
+	}
+	held, writes, notify := s.held, s.heldWrites, s.heldNotify
+	s.held, s.heldWrites, s.heldNotify = nil, nil, false
+	if err := s.deps.commit(writes); err != nil {
+		if lerr := s.load(); lerr != nil {
+			s.rec, s.sess = nil, nil
+		}
+		for _, h := range held {
+			ctx.Send(h.to, &messages.DecryptResponse{BundleId: h.resp.BundleId, Error: messages.ErrorCode_STORE, Detail: err.Error()})
+		}
+		return
+	}
+	if notify {
+		s.notify(ctx)
+	}
+	for _, h := range held {
+		ctx.Send(h.to, h.resp)
 	}
 }
 
@@ -167,6 +219,8 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 	return resp
 }
 
+// decrypt answers a failed or fresh decrypt at once; a decrypt on the
+// session is held for its batch's commit (nil).
 func (s *peerSession) decrypt(ctx actor.Context, m *messages.DecryptRequest) *messages.DecryptResponse {
 	resp := &messages.DecryptResponse{}
 	h, bid, err := ratchet.ParseHeader(m.GetMessage().GetDrHeader())
@@ -181,6 +235,7 @@ func (s *peerSession) decrypt(ctx actor.Context, m *messages.DecryptRequest) *me
 		// A new X3DH on this session's id (first contact, or the peer lost
 		// its state and initiated again): decrypt with a fresh responder
 		// state, and keep it only if the message authenticates (X3DH §3.3).
+		s.flush(ctx)
 		return s.decryptFresh(ctx, m, h, payload, resp)
 	}
 	if s.sess == nil {
@@ -199,27 +254,26 @@ func (s *peerSession) decrypt(ctx actor.Context, m *messages.DecryptRequest) *me
 	}
 	confirmed := s.rec.Confirmed || s.rec.Initiator
 	rec := s.record(&r.Next, confirmed)
-	evicted := s.sess.Apply(r)
-	writes, err := s.decryptWrites(rec, r, usedSeq, evicted, m.Inbox)
-	if err == nil {
-		err = s.deps.commit(writes)
-	}
+	writes, err := s.decryptWrites(rec, r, usedSeq, s.sess.Apply(r), m.Inbox)
 	if err != nil {
-		// The in-memory state ran ahead of the store: go back to the last
-		// durable snapshot.
+		// The state was applied in memory: go back to the durable one.
+		s.flush(ctx)
 		if lerr := s.load(); lerr != nil {
 			s.rec, s.sess = nil, nil
 		}
-		resp.Error, resp.Detail = messages.ErrorCode_STORE, err.Error()
+		resp.Error, resp.Detail = messages.ErrorCode_INTERNAL, err.Error()
 		return resp
 	}
-	changed := confirmed != s.rec.Confirmed
+	s.heldNotify = s.heldNotify || confirmed != s.rec.Confirmed
 	s.rec = rec
-	if changed {
-		s.notify(ctx)
-	}
 	resp.Plaintext = r.Plaintext
-	return resp
+	s.held = append(s.held, heldReply{to: ctx.Sender(), resp: resp})
+	s.heldWrites = append(s.heldWrites, writes...)
+	if !s.flushing {
+		s.flushing = true
+		ctx.Send(ctx.Self(), &messages.Flush{})
+	}
+	return nil // answered by flush
 }
 
 func (s *peerSession) decryptFresh(ctx actor.Context, m *messages.DecryptRequest, h ratchet.Header, payload []byte, resp *messages.DecryptResponse) *messages.DecryptResponse {

@@ -28,7 +28,15 @@ type MemoryOptions struct {
 	Manual bool
 	// MaxPayload bounds envelopes (DefaultMaxPayload when zero).
 	MaxPayload int
+	// Concurrency is how many deliveries one subscription has in flight in
+	// async mode (DefaultConcurrency when zero; 1 keeps them in order). A
+	// receiver that acknowledges only what it committed then still has
+	// several deliveries to commit together.
+	Concurrency int
 }
+
+// DefaultConcurrency of an async subscription.
+const DefaultConcurrency = 8
 
 // MemoryStats counts what the transport did.
 type MemoryStats struct {
@@ -175,6 +183,13 @@ func (s *subscription) push(raw []byte, m *Memory) {
 
 func (s *subscription) run(m *Memory) {
 	defer close(s.done)
+	n := m.opts.Concurrency
+	if n <= 0 {
+		n = DefaultConcurrency
+	}
+	slots := make(chan struct{}, n)
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
 	for {
 		s.mu.Lock()
 		for len(s.queue) == 0 && !s.cancelled {
@@ -188,7 +203,13 @@ func (s *subscription) run(m *Memory) {
 		s.queue[0] = nil
 		s.queue = s.queue[1:]
 		s.mu.Unlock()
-		m.deliver(s, raw)
+		slots <- struct{}{}
+		inflight.Add(1)
+		go func() {
+			defer inflight.Done()
+			m.deliver(s, raw)
+			<-slots
+		}()
 	}
 }
 
