@@ -175,6 +175,11 @@ func (e *Engine) Messages() <-chan Message { return e.box.out }
 // Stats returns the engine's counters.
 func (e *Engine) Stats() Stats { return e.eng.Stats() }
 
+// Pending counts the durable outbox records (sends accepted, not yet
+// confirmed by the transport) and inbox records (received, not yet
+// acknowledged by the application) of every hosted account.
+func (e *Engine) Pending() (outbox, inbox int, err error) { return e.eng.Pending() }
+
 // Ack acknowledges a received message (with Options.ManualAck): it will not
 // be delivered again.
 func (e *Engine) Ack(m Message) error { return e.eng.Ack(m.RecipientInstallation, m.ID) }

@@ -397,6 +397,20 @@ func (e *Engine) Stats() Stats {
 	}
 }
 
+// Pending counts, from the store, the accepted sends not yet confirmed by
+// the transport (outbox) and the received messages not yet acknowledged by
+// the application (inbox), over every hosted installation. It reads what is
+// durable: a record whose commit is still queued is not counted yet.
+func (e *Engine) Pending() (outbox, inbox int, err error) {
+	if err = e.deps.store.Scan(persistence.AllOutboxPrefix(), func(k, v []byte) error { outbox++; return nil }); err != nil {
+		return 0, 0, err
+	}
+	if err = e.deps.store.Scan(persistence.AllInboxPrefix(), func(k, v []byte) error { inbox++; return nil }); err != nil {
+		return 0, 0, err
+	}
+	return outbox, inbox, nil
+}
+
 // Close unsubscribes every installation, stops the actors and shuts the
 // actor system down. It does not close the store or the transport, which the
 // caller owns.

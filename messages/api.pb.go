@@ -64,10 +64,15 @@ type NodeStatusResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Address string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
 	// Peer nodes and how many of their topics this node knows.
-	PeerTopics    map[string]int32 `protobuf:"bytes,2,rep,name=peer_topics,json=peerTopics,proto3" json:"peer_topics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	Dropped       map[string]int64 `protobuf:"bytes,3,rep,name=dropped,proto3" json:"dropped,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"` // envelopes refused, by reason
-	Published     int64            `protobuf:"varint,4,opt,name=published,proto3" json:"published,omitempty"`
-	Delivered     int64            `protobuf:"varint,5,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	PeerTopics map[string]int32 `protobuf:"bytes,2,rep,name=peer_topics,json=peerTopics,proto3" json:"peer_topics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Dropped    map[string]int64 `protobuf:"bytes,3,rep,name=dropped,proto3" json:"dropped,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"` // envelopes refused, by reason
+	Published  int64            `protobuf:"varint,4,opt,name=published,proto3" json:"published,omitempty"`
+	Delivered  int64            `protobuf:"varint,5,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	// Durable records of every hosted account: sends accepted and not yet
+	// confirmed by the receiving nodes, messages received and not yet
+	// acknowledged by the application.
+	OutboxPending int64 `protobuf:"varint,6,opt,name=outbox_pending,json=outboxPending,proto3" json:"outbox_pending,omitempty"`
+	InboxPending  int64 `protobuf:"varint,7,opt,name=inbox_pending,json=inboxPending,proto3" json:"inbox_pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -133,6 +138,20 @@ func (x *NodeStatusResponse) GetPublished() int64 {
 func (x *NodeStatusResponse) GetDelivered() int64 {
 	if x != nil {
 		return x.Delivered
+	}
+	return 0
+}
+
+func (x *NodeStatusResponse) GetOutboxPending() int64 {
+	if x != nil {
+		return x.OutboxPending
+	}
+	return 0
+}
+
+func (x *NodeStatusResponse) GetInboxPending() int64 {
+	if x != nil {
+		return x.InboxPending
 	}
 	return 0
 }
@@ -1018,14 +1037,16 @@ var File_api_proto protoreflect.FileDescriptor
 const file_api_proto_rawDesc = "" +
 	"\n" +
 	"\tapi.proto\x12\fratchetd.api\"\x13\n" +
-	"\x11NodeStatusRequest\"\x81\x03\n" +
+	"\x11NodeStatusRequest\"\xcd\x03\n" +
 	"\x12NodeStatusResponse\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12Q\n" +
 	"\vpeer_topics\x18\x02 \x03(\v20.ratchetd.api.NodeStatusResponse.PeerTopicsEntryR\n" +
 	"peerTopics\x12G\n" +
 	"\adropped\x18\x03 \x03(\v2-.ratchetd.api.NodeStatusResponse.DroppedEntryR\adropped\x12\x1c\n" +
 	"\tpublished\x18\x04 \x01(\x03R\tpublished\x12\x1c\n" +
-	"\tdelivered\x18\x05 \x01(\x03R\tdelivered\x1a=\n" +
+	"\tdelivered\x18\x05 \x01(\x03R\tdelivered\x12%\n" +
+	"\x0eoutbox_pending\x18\x06 \x01(\x03R\routboxPending\x12#\n" +
+	"\rinbox_pending\x18\a \x01(\x03R\finboxPending\x1a=\n" +
 	"\x0fPeerTopicsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\x1a:\n" +

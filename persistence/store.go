@@ -133,6 +133,12 @@ func OutboxKey(local string, id []byte) []byte { return key(prefixOutbox, []byte
 // OutboxPrefix scans a local installation's outbox.
 func OutboxPrefix(local string) []byte { return key(prefixOutbox, []byte(local)) }
 
+// AllOutboxPrefix scans the outboxes of every hosted installation.
+func AllOutboxPrefix() []byte { return []byte{prefixOutbox} }
+
+// AllInboxPrefix scans the inboxes of every hosted installation.
+func AllInboxPrefix() []byte { return []byte{prefixInbox} }
+
 // InitiationKey records an X3DH initiation (the peer's ephemeral key) that
 // created a session, apart from the session record, so that a replay of it
 // is refused even if the session record is lost or replaced (X3DH §4.2).

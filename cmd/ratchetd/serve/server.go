@@ -357,6 +357,11 @@ func (s *Server) NodeStatus(context.Context, *messages.NodeStatusRequest) (*mess
 	for a, n := range st.PeerTopics {
 		r.PeerTopics[a] = int32(n)
 	}
+	out, in, err := s.eng.Pending()
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "counting pending records: %v", err)
+	}
+	r.OutboxPending, r.InboxPending = int64(out), int64(in)
 	return r, nil
 }
 
