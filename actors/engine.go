@@ -98,6 +98,13 @@ type deps struct {
 	stats     *stats
 	root      *actor.RootContext
 	committer *actor.PID
+	pool      *workerPool
+}
+
+// props are the Props of every engine actor: they run on the engine's
+// worker pool.
+func (d *deps) props(producer actor.Producer) *actor.Props {
+	return actor.PropsFromProducer(producer, actor.WithDispatcher(d.pool))
 }
 
 // Engine owns the actor system and routes transport deliveries to the
@@ -128,10 +135,10 @@ var ErrUnknownInstallation = errors.New("actors: unknown installation")
 // must not block.
 func NewEngine(cfg Config, store persistence.Store, tr transport.Transport, deliver func(Message)) *Engine {
 	cfg = cfg.withDefaults()
-	d := &deps{cfg: cfg, store: store, tr: tr, log: cfg.Logger, deliver: deliver, stats: &stats{}}
+	d := &deps{cfg: cfg, store: store, tr: tr, log: cfg.Logger, deliver: deliver, stats: &stats{}, pool: newWorkerPool(0, 0)}
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return cfg.Logger }))
 	d.root = sys.Root
-	d.committer = sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &committer{deps: d} }))
+	d.committer = sys.Root.Spawn(d.props(func() actor.Actor { return &committer{deps: d} }))
 	return &Engine{deps: d, system: sys, installations: make(map[string]*hosted)}
 }
 
@@ -228,7 +235,7 @@ func (e *Engine) host(rec *messages.InstallationRecord) error {
 	if _, ok := e.installations[rec.InstallationId]; ok {
 		return fmt.Errorf("actors: installation %s is already running", rec.InstallationId)
 	}
-	pid, err := e.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return in }), "installation-"+rec.InstallationId)
+	pid, err := e.system.Root.SpawnNamed(e.deps.props(func() actor.Actor { return in }), "installation-"+rec.InstallationId)
 	if err != nil {
 		return err
 	}
@@ -435,6 +442,7 @@ func (e *Engine) Close() error {
 	// The Committer goes last, after everything that writes.
 	_ = e.system.Root.PoisonFuture(e.deps.committer).Wait()
 	e.system.Shutdown()
+	e.deps.pool.stop()
 	return nil
 }
 

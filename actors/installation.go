@@ -133,7 +133,7 @@ func (in *installation) start(ctx actor.Context) {
 	in.devices = newRegistry(in.deps, in.id)
 	in.indexPreKeys()
 	rec, identity := in.rec, in.identity
-	in.publisher = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor {
+	in.publisher = ctx.Spawn(in.deps.props(func() actor.Actor {
 		return &bundlePublisher{deps: in.deps, rec: rec, identity: identity}
 	}))
 	in.pairedChanged(ctx)
@@ -154,7 +154,7 @@ func (in *installation) currentPreKey() keys.PublicKey {
 }
 
 func (in *installation) spawnSupervisor(ctx actor.Context, peer keys.PublicKey) *actor.PID {
-	return ctx.Spawn(actor.PropsFromProducer(func() actor.Actor {
+	return ctx.Spawn(in.deps.props(func() actor.Actor {
 		return &sessionSupervisor{deps: in.deps, local: in.id, identity: in.identity, peer: peer}
 	}))
 }

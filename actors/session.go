@@ -243,6 +243,18 @@ func (s *peerSession) decrypt(ctx actor.Context, m *messages.DecryptRequest) *me
 		return resp
 	}
 	r, err := ratchet.Decrypt(&s.sess.State, &s.sess.Skipped, h, payload, s.deps.cfg.Ratchet, s.deps.cfg.Rand)
+	if errors.Is(err, ratchet.ErrDuplicateMessage) && len(s.held) > 0 {
+		// The key may have been consumed by a decrypt still held for its
+		// commit (a transport retry of it): "duplicate" tells the sender it
+		// was taken, so say it only once that commit is durable. If it
+		// fails, the state goes back and this copy is decrypted anew.
+		s.flush(ctx)
+		if s.sess == nil {
+			resp.Error, resp.Detail = messages.ErrorCode_NO_SESSION, "no session for this bundle id"
+			return resp
+		}
+		r, err = ratchet.Decrypt(&s.sess.State, &s.sess.Skipped, h, payload, s.deps.cfg.Ratchet, s.deps.cfg.Rand)
+	}
 	if err != nil {
 		resp.Error, resp.Detail = codeOf(err), err.Error()
 		return resp

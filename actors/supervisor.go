@@ -251,7 +251,7 @@ func (s *sessionSupervisor) decrypt(ctx actor.Context, m *messages.DecryptReques
 // store.
 func (s *sessionSupervisor) spawn(ctx actor.Context, k sessionKey) *actor.PID {
 	storeKey := persistence.SessionKey(s.local, s.peer[:], k.installation, k.bundleID[:])
-	props := actor.PropsFromProducer(func() actor.Actor {
+	props := s.deps.props(func() actor.Actor {
 		return &peerSession{deps: s.deps, local: s.local, peer: s.peer, storeKey: storeKey}
 	})
 	return ctx.Spawn(props)

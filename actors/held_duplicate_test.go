@@ -1,0 +1,244 @@
+package actors
+
+import (
+	"bytes"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ratchetd/ratchetd/crypto/keys"
+	"github.com/ratchetd/ratchetd/crypto/ratchet"
+	"github.com/ratchetd/ratchetd/messages"
+	"github.com/ratchetd/ratchetd/persistence"
+)
+
+// gatedStore is a Memory store whose Get waits until gate is closed: the
+// PeerSession reads its record in its Started handler, so the test can fill
+// its mailbox before it handles anything else.
+type gatedStore struct {
+	*persistence.Memory
+	gate chan struct{}
+}
+
+func (s *gatedStore) Get(k []byte) ([]byte, error) {
+	<-s.gate
+	return s.Memory.Get(k)
+}
+
+// failFirstCommitter answers the first CommitRequest with a failed
+// CommitAck (nothing written) and commits the later ones to the store.
+type failFirstCommitter struct {
+	store persistence.Store
+	mu    sync.Mutex
+	seen  int
+}
+
+func (c *failFirstCommitter) requests() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seen
+}
+
+func (c *failFirstCommitter) Receive(ctx actor.Context) {
+	m, ok := ctx.Message().(*messages.CommitRequest)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	c.seen++
+	first := c.seen == 1
+	c.mu.Unlock()
+	if first {
+		ctx.Respond(&messages.CommitAck{Error: messages.ErrorCode_STORE, Detail: "injected commit failure"})
+		return
+	}
+	ws := make([]persistence.Write, len(m.Writes))
+	for i, w := range m.Writes {
+		ws[i] = persistence.Write{Key: w.Key, Value: w.Value, Delete: w.Delete}
+	}
+	if err := c.store.Commit(ws); err != nil {
+		ctx.Respond(&messages.CommitAck{Error: messages.ErrorCode_STORE, Detail: err.Error()})
+		return
+	}
+	ctx.Respond(&messages.CommitAck{})
+}
+
+type chachaReader struct{ r *rand.ChaCha8 }
+
+func (c *chachaReader) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// A transport retry of a message whose decrypt is still held for its batch's
+// commit must not be answered DUPLICATE before that commit is durable: the
+// engine treats DUPLICATE as "taken", so the sender drops the message from
+// its outbox. Here the same ratchet message is delivered twice before the
+// PeerSession closes its batch (both requests are in its mailbox ahead of
+// the Flush the first one sends). The first copy advances the state and is
+// held; the second finds its key consumed. The batch's commit then fails:
+// the first copy gets STORE and the state goes back to the durable one. The
+// second copy must then be decrypted anew (OK, with the plaintext), not be
+// reported DUPLICATE: otherwise neither copy is delivered, and the message
+// is lost. A third copy, after that commit succeeded, is a real duplicate.
+func TestHeldDuplicateAfterFailedCommit(t *testing.T) {
+	rnd := &chachaReader{rand.NewChaCha8([32]byte{'h', 'e', 'l', 'd'})}
+	lim := ratchet.DefaultLimits()
+
+	// An established session: A (initiator, the peer) sent a first message
+	// that B (responder, the local side) decrypted, B answered, and A
+	// decrypted the answer. B's state is what the store holds.
+	mustKey := func() keys.KeyPair {
+		kp, err := keys.GenerateKey(rnd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kp
+	}
+	peerIdentity, spk := mustKey(), mustKey()
+	var sk [32]byte
+	if _, err := rnd.Read(sk[:]); err != nil {
+		t.Fatal(err)
+	}
+	ast, err := ratchet.NewInitiator(ratchet.RootKey(sk), spk.Public, rnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &ratchet.Session{State: ast, Limits: lim}
+	b := &ratchet.Session{State: ratchet.NewResponder(ratchet.RootKey(sk), spk), Limits: lim}
+	h, ct, err := a.Encrypt([]byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Decrypt(h, ct, rnd); err != nil {
+		t.Fatal(err)
+	}
+	if h, ct, err = b.Encrypt([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.Decrypt(h, ct, rnd); err != nil {
+		t.Fatal(err)
+	}
+
+	const local, peerInstallation = "local-installation", "peer-installation"
+	bundleID := spk.Public
+	storeKey := persistence.SessionKey(local, peerIdentity.Public[:], peerInstallation, bundleID[:])
+	rec := &messages.SessionRecord{
+		PeerIdentity:       peerIdentity.Public[:],
+		PeerInstallationId: peerInstallation,
+		BundleId:           bundleID[:],
+		SymmetricKey:       sk[:],
+		Confirmed:          true, // no SessionUpdate to the (absent) supervisor
+		State:              b.State.Snapshot(),
+	}
+	raw, err := proto.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := persistence.NewMemory()
+	if err := mem.Commit([]persistence.Write{{Key: storeKey, Value: raw}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The message delivered twice: A's next one, on a new DH chain.
+	const plaintext = "do not lose me"
+	h, ct, err = a.Encrypt([]byte(plaintext))
+	if err != nil {
+		t.Fatal(err)
+	}
+	envelopeID := []byte("envelope-1")
+	request := func() *messages.DecryptRequest {
+		return &messages.DecryptRequest{
+			PeerInstallationId: peerInstallation,
+			Message:            &messages.EncryptedMessageProtocol{DrHeader: h.Proto(bundleID), Payload: bytes.Clone(ct)},
+			Inbox: &messages.InboxRecord{
+				Id: envelopeID, Sender: peerIdentity.Public[:], SenderInstallation: peerInstallation,
+				Kind: int32(KindDirect), ReceivedUnixNano: 1,
+			},
+		}
+	}
+
+	store := &gatedStore{Memory: mem, gate: make(chan struct{})}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(store.gate)
+		}
+	}
+	defer release() // never leave the session blocked in Started
+
+	// The session's own key source (it draws a ratchet key pair on the new
+	// chain), apart from the test's.
+	cfg := Config{Rand: &chachaReader{rand.NewChaCha8([32]byte{'s', 'e', 's', 's'})}}.withDefaults()
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return cfg.Logger }))
+	defer sys.Shutdown()
+	fake := &failFirstCommitter{store: mem}
+	d := &deps{cfg: cfg, store: store, log: cfg.Logger, stats: &stats{}, root: sys.Root}
+	d.committer = sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return fake }))
+
+	session := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
+		return &peerSession{deps: d, local: local, peer: peerIdentity.Public, storeKey: storeKey}
+	}))
+	// The session is blocked in Started (its load): both copies are queued
+	// before it handles the first, hence before the Flush the first sends.
+	const wait = 5 * time.Second
+	first := sys.Root.RequestFuture(session, request(), wait)
+	second := sys.Root.RequestFuture(session, request(), wait)
+	release()
+
+	reply := func(f actor.Future, which string) *messages.DecryptResponse {
+		t.Helper()
+		res, err := f.Result()
+		if err != nil {
+			t.Fatalf("%s copy: %v", which, err)
+		}
+		r, ok := res.(*messages.DecryptResponse)
+		if !ok {
+			t.Fatalf("%s copy: reply %T", which, res)
+		}
+		return r
+	}
+	r1 := reply(first, "first")
+	if r1.Error != messages.ErrorCode_STORE {
+		t.Fatalf("first copy: %v (%s), want STORE: its commit failed", r1.Error, r1.Detail)
+	}
+	r2 := reply(second, "second")
+	if r2.Error != messages.ErrorCode_OK {
+		t.Fatalf("second copy: %v (%s), want OK: the first copy's commit failed, so this one was not taken", r2.Error, r2.Detail)
+	}
+	if string(r2.Plaintext) != plaintext {
+		t.Fatalf("second copy: plaintext %q, want %q", r2.Plaintext, plaintext)
+	}
+	if n := fake.requests(); n != 2 {
+		t.Fatalf("%d commits requested, want 2 (the failed one, then the retry's)", n)
+	}
+
+	// The retry's commit is durable: the inbox holds the message, and the
+	// stored state has consumed its key.
+	v, err := mem.Get(persistence.InboxKey(local, envelopeID))
+	if err != nil {
+		t.Fatalf("inbox record: %v", err)
+	}
+	var ib messages.InboxRecord
+	if err := proto.Unmarshal(v, &ib); err != nil {
+		t.Fatal(err)
+	}
+	if string(ib.Payload) != plaintext {
+		t.Fatalf("inbox payload %q, want %q", ib.Payload, plaintext)
+	}
+
+	// Now a copy is a real duplicate.
+	r3 := reply(sys.Root.RequestFuture(session, request(), wait), "third")
+	if r3.Error != messages.ErrorCode_DUPLICATE {
+		t.Fatalf("third copy: %v (%s), want DUPLICATE: the message was committed", r3.Error, r3.Detail)
+	}
+	if n := fake.requests(); n != 2 {
+		t.Fatalf("%d commits requested after the duplicate, want 2", n)
+	}
+	if err := sys.Root.StopFuture(session).Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
