@@ -47,6 +47,9 @@ const (
 	DefaultSessionIdleTimeout = time.Minute
 	// DefaultRequestTimeout bounds one actor request.
 	DefaultRequestTimeout = 10 * time.Second
+	// DefaultMaxOutboxInflight: a quarter of Status's MaxSkip (1000), so a
+	// window published at once never opens a gap the receiver refuses.
+	DefaultMaxOutboxInflight = 256
 )
 
 // Config holds the engine's limits and injected dependencies. Zero fields
@@ -71,6 +74,12 @@ type Config struct {
 	// OutboxRetryInterval is how long an installation waits before it
 	// publishes unconfirmed outbox envelopes again (2 s).
 	OutboxRetryInterval time.Duration
+	// MaxOutboxInflight bounds the outbox envelopes of one installation
+	// published and not yet confirmed (DefaultMaxOutboxInflight); the rest
+	// wait in creation order. A backlog (a peer node that was down) is
+	// published oldest first in that window, so the receiver sees it
+	// nearly in order: no gap near MaxSkip, no skipped key evicted.
+	MaxOutboxInflight int
 	// OutboxRetention drops an outbox envelope never confirmed for that long
 	// (7 days: no subscriber ever appeared for its topic).
 	OutboxRetention time.Duration
@@ -123,6 +132,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.OutboxRetryInterval <= 0 {
 		c.OutboxRetryInterval = 2 * time.Second
+	}
+	if c.MaxOutboxInflight <= 0 {
+		c.MaxOutboxInflight = DefaultMaxOutboxInflight
 	}
 	if c.OutboxRetention <= 0 {
 		c.OutboxRetention = 7 * 24 * time.Hour

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -52,9 +53,15 @@ type installation struct {
 	// attaches its bundle to every message and re-signs it rarely, so the
 	// same bytes arrive again and again; they are verified once.
 	verified map[keys.PublicKey][32]byte
-	// inflight: outbox envelopes published and not yet confirmed.
+	// inflight: outbox envelopes published and not yet confirmed (at most
+	// MaxOutboxInflight); waiting: those to publish next, oldest first;
+	// backlog: the outbox holds more than were read into waiting.
 	inflight map[string]bool
+	waiting  []outboxItem
+	backlog  bool
 	retrying bool
+	// outboxSeq orders the outbox records (their ids start with it).
+	outboxSeq uint64
 	// bundle is the last bundle the publisher signed, and when.
 	bundle   *messages.BundleReply
 	bundleAt time.Time
@@ -943,13 +950,20 @@ func (in *installation) redeliver(ctx actor.Context) {
 	in.retryOutbox(ctx)
 }
 
+// outboxItem is an outbox envelope waiting to be published.
+type outboxItem struct {
+	id     []byte
+	env    *messages.Envelope
+	resent bool // read back from the store (a retry), not just accepted
+}
+
 // outboxWrites are the outbox records of envelopes.
 func (in *installation) outboxWrites(envs []*messages.Envelope) ([]persistence.Write, [][]byte, error) {
 	now := in.deps.cfg.Clock().UnixNano()
 	writes := make([]persistence.Write, 0, len(envs))
 	ids := make([][]byte, 0, len(envs))
 	for _, env := range envs {
-		rec := &messages.OutboxRecord{Id: outboxID(env), Envelope: env, CreatedUnixNano: now}
+		rec := &messages.OutboxRecord{Id: in.outboxID(env), Envelope: env, CreatedUnixNano: now}
 		v, err := proto.Marshal(rec)
 		if err != nil {
 			return nil, nil, err
@@ -960,27 +974,55 @@ func (in *installation) outboxWrites(envs []*messages.Envelope) ([]persistence.W
 	return writes, ids, nil
 }
 
-// outboxID names an outbox record after its envelope's signature.
-func outboxID(env *messages.Envelope) []byte { return bytes.Clone(env.Signature[:16]) }
+// outboxIDSize: a record id is an 8-byte big-endian sequence number (the
+// clock in nanoseconds, or one more than the last, so it never goes back)
+// and the first 16 bytes of the envelope's signature. Records are scanned,
+// and so published again, in the order they were made.
+const outboxIDSize = 8 + 16
 
-// publishOutbox publishes one outbox envelope. With a transport that
-// confirms delivery (the networked one) the record stays until the
-// confirmation arrives, and is published again while it does not; with
-// any other, it is deleted once Publish returned.
+// outboxID names the outbox record of an envelope.
+func (in *installation) outboxID(env *messages.Envelope) []byte {
+	seq := max(in.outboxSeq+1, uint64(max(in.deps.cfg.Clock().UnixNano(), 0)))
+	in.outboxSeq = seq
+	id := binary.BigEndian.AppendUint64(make([]byte, 0, outboxIDSize), seq)
+	return append(id, env.Signature[:16]...)
+}
+
+// publishOutbox publishes one outbox envelope just accepted. With a
+// transport that confirms delivery (the networked one) the record stays
+// until the confirmation arrives, and is published again while it does
+// not; with any other, it is deleted once Publish returned. Behind older
+// envelopes still waiting, or with MaxOutboxInflight in flight, it waits.
 func (in *installation) publishOutbox(ctx actor.Context, id []byte, env *messages.Envelope) error {
-	key := persistence.OutboxKey(in.id, id)
-	in.deps.stats.published.Add(1)
 	c, ok := in.deps.tr.(transport.Confirmer)
 	if !ok {
+		in.deps.stats.published.Add(1)
 		if err := in.deps.tr.Publish(env); err != nil {
 			in.scheduleRetry(ctx)
 			return err
 		}
-		in.deps.commitLater([]persistence.Write{{Key: key, Delete: true}})
+		in.deps.commitLater([]persistence.Write{{Key: persistence.OutboxKey(in.id, id), Delete: true}})
 		return nil
 	}
-	if in.inflight[string(id)] {
+	if len(in.waiting) > 0 || in.backlog || len(in.inflight) >= in.deps.cfg.MaxOutboxInflight {
+		if !in.backlog {
+			in.waiting = append(in.waiting, outboxItem{id: id, env: env})
+		}
 		return nil
+	}
+	in.confirm(ctx, c, outboxItem{id: id, env: env})
+	return nil
+}
+
+// confirm publishes an outbox envelope and arranges for its confirmation.
+func (in *installation) confirm(ctx actor.Context, c transport.Confirmer, it outboxItem) {
+	id, env := it.id, it.env
+	if in.inflight[string(id)] {
+		return
+	}
+	in.deps.stats.published.Add(1)
+	if it.resent {
+		in.deps.stats.outboxResent.Add(1)
 	}
 	in.inflight[string(id)] = true
 	root, self := ctx.ActorSystem().Root, ctx.Self()
@@ -991,7 +1033,27 @@ func (in *installation) publishOutbox(ctx actor.Context, id []byte, env *message
 		}
 		root.Send(self, r)
 	})
-	return nil
+}
+
+// pump publishes waiting envelopes, oldest first, while the window has
+// room; once none waits and the outbox holds more, it reads the next ones.
+func (in *installation) pump(ctx actor.Context) {
+	c, ok := in.deps.tr.(transport.Confirmer)
+	if !ok {
+		return
+	}
+	for len(in.waiting) > 0 && len(in.inflight) < in.deps.cfg.MaxOutboxInflight {
+		it := in.waiting[0]
+		in.waiting[0] = outboxItem{}
+		in.waiting = in.waiting[1:]
+		in.confirm(ctx, c, it)
+	}
+	if len(in.waiting) == 0 {
+		in.waiting = nil
+		if in.backlog && len(in.inflight) < in.deps.cfg.MaxOutboxInflight/2 {
+			in.retryOutbox(ctx)
+		}
+	}
 }
 
 // outboxResult handles a transport's confirmation.
@@ -999,10 +1061,11 @@ func (in *installation) outboxResult(ctx actor.Context, r *messages.OutboxResult
 	delete(in.inflight, string(r.Id))
 	if r.Error == "" {
 		in.deps.commitLater([]persistence.Write{{Key: persistence.OutboxKey(in.id, r.Id), Delete: true}})
-		return
+	} else {
+		in.deps.log.Debug("outbox envelope not confirmed; will retry", "installation", in.id, "err", r.Error)
+		in.scheduleRetry(ctx)
 	}
-	in.deps.log.Debug("outbox envelope not confirmed; will retry", "installation", in.id, "err", r.Error)
-	in.scheduleRetry(ctx)
+	in.pump(ctx)
 }
 
 // scheduleRetry arranges one outbox retry after OutboxRetryInterval.
@@ -1015,13 +1078,20 @@ func (in *installation) scheduleRetry(ctx actor.Context) {
 	time.AfterFunc(in.deps.cfg.OutboxRetryInterval, func() { root.Send(self, &messages.RetryOutbox{}) })
 }
 
-// retryOutbox publishes every outbox record not in flight again (after a
-// restart, or after a failure), and drops those older than OutboxRetention.
+// errScanFull ends an outbox scan that read as many records as may wait.
+var errScanFull = errors.New("outbox scan: enough records read")
+
+// retryOutbox publishes the outbox records not in flight again, oldest
+// first (after a restart, after a failure, or to continue a backlog), and
+// drops those older than OutboxRetention. It reads at most a few windows
+// of records at a time: a backlog of any size costs bounded memory.
 func (in *installation) retryOutbox(ctx actor.Context) {
 	in.retrying = false
 	now := in.deps.cfg.Clock()
+	limit := 4 * in.deps.cfg.MaxOutboxInflight
 	var expired []persistence.Write
-	var recs []*messages.OutboxRecord
+	var items []outboxItem
+	in.backlog = false
 	err := in.deps.store.Scan(persistence.OutboxPrefix(in.id), func(k, v []byte) error {
 		var rec messages.OutboxRecord
 		if err := proto.Unmarshal(v, &rec); err != nil || rec.Envelope == nil {
@@ -1029,28 +1099,41 @@ func (in *installation) retryOutbox(ctx actor.Context) {
 			in.deps.stats.corrupt.Add(1)
 			return nil
 		}
+		if len(rec.Id) == outboxIDSize {
+			in.outboxSeq = max(in.outboxSeq, binary.BigEndian.Uint64(rec.Id))
+		}
+		if in.inflight[string(rec.Id)] {
+			return nil
+		}
 		if now.Sub(time.Unix(0, rec.CreatedUnixNano)) > in.deps.cfg.OutboxRetention {
 			in.deps.log.Warn("outbox envelope expired undelivered", "installation", in.id, "topic", rec.Envelope.Topic)
 			expired = append(expired, persistence.Write{Key: bytes.Clone(k), Delete: true})
 			return nil
 		}
-		recs = append(recs, &rec)
+		if len(items) == limit {
+			in.backlog = true
+			return errScanFull
+		}
+		items = append(items, outboxItem{id: rec.Id, env: rec.Envelope, resent: true})
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errScanFull) {
 		in.deps.log.Warn("outbox scan failed", "err", err)
 	}
 	if len(expired) > 0 {
 		in.deps.commitLater(expired)
 	}
-	for _, rec := range recs {
-		if in.inflight[string(rec.Id)] {
-			continue
+	if _, ok := in.deps.tr.(transport.Confirmer); !ok {
+		for _, it := range items {
+			if in.publishOutbox(ctx, it.id, it.env) == nil {
+				in.deps.stats.outboxResent.Add(1)
+			}
 		}
-		if in.publishOutbox(ctx, rec.Id, rec.Envelope) == nil {
-			in.deps.stats.outboxResent.Add(1)
-		}
+		return
 	}
+	// What waited is in the store too, and older than what it did not read.
+	in.waiting = items
+	in.pump(ctx)
 }
 
 // ack deletes an acknowledged inbox record.

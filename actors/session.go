@@ -41,10 +41,27 @@ type peerSession struct {
 	flushing   bool
 }
 
-// heldReply is an answer waiting for its batch's commit.
+// heldReply is an answer waiting for its batch's commit: a decrypt's
+// plaintext or an encrypt's ciphertext, neither released before the state
+// that produced it is durable.
 type heldReply struct {
-	to   *actor.PID
-	resp *messages.DecryptResponse
+	to      *actor.PID
+	decrypt *messages.DecryptResponse
+	encrypt *messages.EncryptResponse
+}
+
+// answer is the reply once the commit succeeded (err nil) or failed.
+func (h heldReply) answer(err error) any {
+	if h.encrypt != nil {
+		if err == nil {
+			return h.encrypt
+		}
+		return &messages.EncryptResponse{PeerInstallationId: h.encrypt.PeerInstallationId, Error: messages.ErrorCode_STORE, Detail: err.Error()}
+	}
+	if err == nil {
+		return h.decrypt
+	}
+	return &messages.DecryptResponse{BundleId: h.decrypt.BundleId, Error: messages.ErrorCode_STORE, Detail: err.Error()}
 }
 
 func (s *peerSession) Receive(ctx actor.Context) {
@@ -70,8 +87,9 @@ func (s *peerSession) Receive(ctx actor.Context) {
 	case *actor.Stopping:
 		s.flush(ctx) // answer what is held before the session goes
 	case *messages.EncryptRequest:
-		s.flush(ctx)
-		ctx.Respond(s.encrypt(ctx, m))
+		if resp := s.encrypt(ctx, m); resp != nil {
+			ctx.Respond(resp)
+		}
 	case *messages.ResetSending:
 		s.flush(ctx)
 		s.markStale(ctx)
@@ -82,6 +100,17 @@ func (s *peerSession) Receive(ctx actor.Context) {
 	case *messages.Flush:
 		s.flushing = false
 		s.flush(ctx)
+	}
+}
+
+// hold adds an answer and its writes to the open batch, and opens one
+// (the Flush note behind it) if there is none.
+func (s *peerSession) hold(ctx actor.Context, h heldReply, writes ...persistence.Write) {
+	s.held = append(s.held, h)
+	s.heldWrites = append(s.heldWrites, writes...)
+	if !s.flushing {
+		s.flushing = true
+		ctx.Send(ctx.Self(), &messages.Flush{})
 	}
 }
 
@@ -99,7 +128,7 @@ func (s *peerSession) flush(ctx actor.Context) {
 			s.rec, s.sess = nil, nil
 		}
 		for _, h := range held {
-			ctx.Send(h.to, &messages.DecryptResponse{BundleId: h.resp.BundleId, Error: messages.ErrorCode_STORE, Detail: err.Error()})
+			ctx.Send(h.to, h.answer(err))
 		}
 		return
 	}
@@ -107,7 +136,7 @@ func (s *peerSession) flush(ctx actor.Context) {
 		s.notify(ctx)
 	}
 	for _, h := range held {
-		ctx.Send(h.to, h.resp)
+		ctx.Send(h.to, h.answer(nil))
 	}
 }
 
@@ -157,11 +186,18 @@ func (s *peerSession) use(rec *messages.SessionRecord, skipped []*messages.Skipp
 
 func (s *peerSession) bundleID() keys.PublicKey { return keys.PublicKey(s.rec.BundleId) }
 
+// encrypt answers a failed encrypt, and one that re-initialises the
+// session, at once; an encrypt on the session is held for its batch's
+// commit (nil): no ciphertext leaves before its state is durable
+// (architecture.md, write-ahead on send), and the encrypts and decrypts
+// queued behind each other share one commit.
 func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *messages.EncryptResponse {
 	resp := &messages.EncryptResponse{PeerInstallationId: m.PeerInstallationId}
 	cur, sess := s.rec, s.sess
 	var writes []persistence.Write
 	if m.Reinit != nil {
+		s.flush(ctx)
+		cur, sess = s.rec, s.sess
 		// A fresh X3DH under this key replaces the old session (the same
 		// installation and SPK, after the peer lost its state: §5.4 caveat).
 		// Its skipped keys go in the same commit as the first message.
@@ -192,23 +228,32 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 	rec := proto.Clone(cur).(*messages.SessionRecord)
 	rec.State = next.Snapshot()
 	w, err := recordWrite(s.storeKey, rec)
-	if err == nil {
-		err = s.deps.commit(append(writes, w))
-	}
 	if err != nil {
-		if m.Reinit != nil {
-			// The supervisor indexed the new session when it made it: it
-			// does not exist, so the next send makes another.
-			ctx.Send(ctx.Parent(), &messages.SessionUpdate{PeerInstallationId: m.Reinit.PeerInstallationId, BundleId: m.Reinit.BundleId})
-		}
+		resp.Error, resp.Detail = messages.ErrorCode_INTERNAL, err.Error()
+		return resp
+	}
+	if m.Reinit == nil {
+		sess.State = next
+		s.rec = rec
+		s.hold(ctx, heldReply{to: ctx.Sender(), encrypt: s.encrypted(resp, h, ct)}, w)
+		return nil // answered by flush
+	}
+	if err := s.deps.commit(append(writes, w)); err != nil {
+		// The supervisor indexed the new session when it made it: it does
+		// not exist, so the next send makes another.
+		ctx.Send(ctx.Parent(), &messages.SessionUpdate{PeerInstallationId: m.Reinit.PeerInstallationId, BundleId: m.Reinit.BundleId})
 		resp.Error, resp.Detail = messages.ErrorCode_STORE, err.Error()
 		return resp
 	}
 	sess.State = next
 	s.rec, s.sess = rec, sess
-	if m.Reinit != nil {
-		s.notify(ctx)
-	}
+	s.notify(ctx)
+	return s.encrypted(resp, h, ct)
+}
+
+// encrypted completes an encrypt's answer with the message of the header
+// and ciphertext just made.
+func (s *peerSession) encrypted(resp *messages.EncryptResponse, h ratchet.Header, ct []byte) *messages.EncryptResponse {
 	bid := s.bundleID()
 	resp.Message = &messages.EncryptedMessageProtocol{DrHeader: h.Proto(bid), Payload: ct}
 	if s.rec.Initiator && !s.rec.Confirmed {
@@ -279,12 +324,7 @@ func (s *peerSession) decrypt(ctx actor.Context, m *messages.DecryptRequest) *me
 	s.heldNotify = s.heldNotify || confirmed != s.rec.Confirmed
 	s.rec = rec
 	resp.Plaintext = r.Plaintext
-	s.held = append(s.held, heldReply{to: ctx.Sender(), resp: resp})
-	s.heldWrites = append(s.heldWrites, writes...)
-	if !s.flushing {
-		s.flushing = true
-		ctx.Send(ctx.Self(), &messages.Flush{})
-	}
+	s.hold(ctx, heldReply{to: ctx.Sender(), decrypt: resp}, writes...)
 	return nil // answered by flush
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -26,6 +27,7 @@ func newBenchCmd() *cobra.Command {
 		asJSON      bool
 		reportFile  string
 		metricsAddr string
+		cpuProfile  string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench [SCENARIO]",
@@ -81,6 +83,17 @@ terminal. Exit status 1 when a message was lost or failed.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "metrics on http://%s/metrics\n", addr)
 				cfg.Monitor = mon
 			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("bench: cpu profile: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("bench: cpu profile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer cancel()
 			res, err := loadgen.Run(ctx, cfg)
@@ -119,6 +132,7 @@ terminal. Exit status 1 when a message was lost or failed.`,
 	f.DurationVar(&cfg.Ceiling, "ceiling", time.Second, "how long to measure the crypto-only ceiling (0: skip)")
 	f.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	f.StringVar(&reportFile, "report", "", "write a self-contained HTML report with charts to this file")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (go tool pprof) to this file")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address while the load runs (e.g. 127.0.0.1:9464)")
 	return cmd
 }
