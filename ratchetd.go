@@ -99,6 +99,13 @@ type Options struct {
 	SessionIdleTimeout time.Duration
 	// RequestTimeout bounds one call into the engine (10 s).
 	RequestTimeout time.Duration
+	// OutboxRetryInterval is how long an installation waits before it
+	// offers unconfirmed or refused sends again (2 s).
+	OutboxRetryInterval time.Duration
+	// MaxOutboxInflight bounds the sends of one installation published and
+	// not yet confirmed by a confirming transport (256); the others wait,
+	// oldest first.
+	MaxOutboxInflight int
 }
 
 // Message is a received message; see actors.Message.
@@ -154,6 +161,8 @@ func Open(o Options) (*Engine, error) {
 		BundleAdvertInterval:  o.BundleAdvertInterval,
 		RequestTimeout:        o.RequestTimeout,
 		SessionIdleTimeout:    o.SessionIdleTimeout,
+		OutboxRetryInterval:   o.OutboxRetryInterval,
+		MaxOutboxInflight:     o.MaxOutboxInflight,
 		Clock:                 o.Clock,
 		Rand:                  o.Rand,
 		Logger:                o.Logger,

@@ -47,6 +47,10 @@ const (
 	DefaultSessionIdleTimeout = time.Minute
 	// DefaultRequestTimeout bounds one actor request.
 	DefaultRequestTimeout = 10 * time.Second
+	// DefaultMaxAheadRefusals: a message too far ahead is offered again
+	// for about 20 s (ten outbox passes) while the messages before it
+	// arrive, then dropped.
+	DefaultMaxAheadRefusals = 10
 	// DefaultMaxOutboxInflight: a quarter of Status's MaxSkip (1000), so a
 	// window published at once never opens a gap the receiver refuses.
 	DefaultMaxOutboxInflight = 256
@@ -80,6 +84,10 @@ type Config struct {
 	// published oldest first in that window, so the receiver sees it
 	// nearly in order: no gap near MaxSkip, no skipped key evicted.
 	MaxOutboxInflight int
+	// MaxAheadRefusals is how many times a message too far ahead of its
+	// chain (more than MaxSkip keys to skip) is refused as "not taken yet"
+	// before it is dropped as undecryptable (DefaultMaxAheadRefusals).
+	MaxAheadRefusals int
 	// OutboxRetention drops an outbox envelope never confirmed for that long
 	// (7 days: no subscriber ever appeared for its topic).
 	OutboxRetention time.Duration
@@ -132,6 +140,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.OutboxRetryInterval <= 0 {
 		c.OutboxRetryInterval = 2 * time.Second
+	}
+	if c.MaxAheadRefusals <= 0 {
+		c.MaxAheadRefusals = DefaultMaxAheadRefusals
 	}
 	if c.MaxOutboxInflight <= 0 {
 		c.MaxOutboxInflight = DefaultMaxOutboxInflight

@@ -282,13 +282,9 @@ func (e *Engine) gateway(pid *actor.PID) transport.Handler {
 		switch p.Error {
 		case messages.ErrorCode_STORE, messages.ErrorCode_TIMEOUT, messages.ErrorCode_INTERNAL:
 			return fmt.Errorf("%w: %s", ErrorOf(p.Error), p.Detail)
-		case messages.ErrorCode_TOO_MANY_SKIPPED:
-			// Not taken: the gap (Status's MaxSkip) closes as the messages
-			// before it arrive, and a transport that confirms delivery
-			// offers it again later. Dropping it would lose a message the
-			// sender's outbox let go of (a backlog published out of
-			// order after a peer node was down).
-			return fmt.Errorf("%w: %s", ErrorOf(p.Error), p.Detail)
+		}
+		if p.RetryLater {
+			return fmt.Errorf("%w: %s (not taken yet)", ErrorOf(p.Error), p.Detail)
 		}
 		return nil
 	}

@@ -53,13 +53,21 @@ type installation struct {
 	// attaches its bundle to every message and re-signs it rarely, so the
 	// same bytes arrive again and again; they are verified once.
 	verified map[keys.PublicKey][32]byte
-	// inflight: outbox envelopes published and not yet confirmed (at most
-	// MaxOutboxInflight); waiting: those to publish next, oldest first;
-	// backlog: the outbox holds more than were read into waiting.
+	// The outbox is published in passes, oldest record first. inflight:
+	// envelopes published and not yet confirmed (at most
+	// MaxOutboxInflight); waiting: those to publish next; backlog: the
+	// store holds records after cursor (the last key a pass read) that were
+	// not read yet. A pass starts from the oldest record after a restart
+	// and every OutboxRetryInterval while something failed or was left in
+	// the store.
 	inflight map[string]bool
-	waiting  []outboxItem
-	backlog  bool
-	retrying bool
+	// aheadRefusals counts refusals of messages too far ahead, by
+	// envelope id (refuseAhead).
+	aheadRefusals map[string]int
+	waiting       []outboxItem
+	backlog       bool
+	cursor        []byte
+	retrying      bool
 	// outboxSeq orders the outbox records (their ids start with it).
 	outboxSeq uint64
 	// bundle is the last bundle the publisher signed, and when.
@@ -111,7 +119,8 @@ func (in *installation) Receive(ctx actor.Context) {
 	case *messages.OutboxResult:
 		in.outboxResult(ctx, m)
 	case *messages.RetryOutbox:
-		in.retryOutbox(ctx)
+		in.retrying = false
+		in.readOutbox(ctx, true)
 	case *messages.AckMessage:
 		in.ack(m.Id)
 		ctx.Respond(&messages.Ack{})
@@ -486,12 +495,17 @@ func (in *installation) receiveRatchet(ctx actor.Context, env *messages.Incoming
 			in.deps.stats.decryptFailures.Add(1)
 			in.deps.log.Debug("decrypt failed", "installation", in.id, "from", pm.InstallationId, "code", code.String(), "detail", detail)
 		}
+		retry := code == messages.ErrorCode_TOO_MANY_SKIPPED && in.refuseAhead(env.EnvelopeId)
 		processed := func() {
 			if respondTo != nil {
-				ctx.Send(respondTo, &messages.Processed{Error: code, Detail: detail})
+				ctx.Send(respondTo, &messages.Processed{Error: code, Detail: detail, RetryLater: retry})
 			}
 		}
-		if code == messages.ErrorCode_NO_SESSION || code == messages.ErrorCode_INVALID_MAC {
+		if retry {
+			processed()
+			return
+		}
+		if code == messages.ErrorCode_NO_SESSION || code == messages.ErrorCode_INVALID_MAC || code == messages.ErrorCode_TOO_MANY_SKIPPED {
 			// The sender uses a session we do not have (we lost our state,
 			// or it is another of our installations' session): answer with
 			// our current bundle so it starts a new one (account recovery;
@@ -501,6 +515,25 @@ func (in *installation) receiveRatchet(ctx actor.Context, env *messages.Incoming
 		}
 		processed()
 	})
+}
+
+// refuseAhead counts a refusal of a message too far ahead of its chain
+// (ratchet.ErrTooManySkipped) and reports whether it may be refused again
+// as "not taken yet": the gap closes as the messages before it arrive (a
+// backlog offered out of order). After MaxAheadRefusals it is dropped: the
+// messages before it are not coming, and the peer gets our bundle to start
+// over. The count is kept in memory, bounded like the replay cache.
+func (in *installation) refuseAhead(envelopeID []byte) bool {
+	if in.aheadRefusals == nil || len(in.aheadRefusals) >= in.deps.cfg.ReplayCacheSize {
+		in.aheadRefusals = make(map[string]int)
+	}
+	k := string(envelopeID)
+	in.aheadRefusals[k]++
+	if in.aheadRefusals[k] > in.deps.cfg.MaxAheadRefusals {
+		delete(in.aheadRefusals, k)
+		return false
+	}
+	return true
 }
 
 // advertise sends a peer installation an empty DH message that carries our
@@ -947,7 +980,8 @@ func (in *installation) redeliver(ctx actor.Context) {
 	if err != nil {
 		in.deps.log.Warn("inbox scan failed", "err", err)
 	}
-	in.retryOutbox(ctx)
+	in.restoreOutboxSeq()
+	in.readOutbox(ctx, true)
 }
 
 // outboxItem is an outbox envelope waiting to be published.
@@ -988,11 +1022,12 @@ func (in *installation) outboxID(env *messages.Envelope) []byte {
 	return append(id, env.Signature[:16]...)
 }
 
-// publishOutbox publishes one outbox envelope just accepted. With a
-// transport that confirms delivery (the networked one) the record stays
-// until the confirmation arrives, and is published again while it does
-// not; with any other, it is deleted once Publish returned. Behind older
-// envelopes still waiting, or with MaxOutboxInflight in flight, it waits.
+// publishOutbox publishes one outbox envelope just accepted (its record is
+// durable). With a transport that confirms delivery (the networked one) the
+// record stays until the confirmation arrives, and is published again while
+// it does not; with any other, it is deleted once Publish returned. Behind
+// older envelopes, or with MaxOutboxInflight in flight, it waits its turn:
+// in memory up to a few windows, beyond that in the store for a pass.
 func (in *installation) publishOutbox(ctx actor.Context, id []byte, env *messages.Envelope) error {
 	c, ok := in.deps.tr.(transport.Confirmer)
 	if !ok {
@@ -1004,13 +1039,18 @@ func (in *installation) publishOutbox(ctx actor.Context, id []byte, env *message
 		in.deps.commitLater([]persistence.Write{{Key: persistence.OutboxKey(in.id, id), Delete: true}})
 		return nil
 	}
-	if len(in.waiting) > 0 || in.backlog || len(in.inflight) >= in.deps.cfg.MaxOutboxInflight {
-		if !in.backlog {
-			in.waiting = append(in.waiting, outboxItem{id: id, env: env})
-		}
-		return nil
+	max := in.deps.cfg.MaxOutboxInflight
+	switch {
+	case !in.backlog && len(in.waiting) == 0 && len(in.inflight) < max:
+		in.confirm(ctx, c, outboxItem{id: id, env: env})
+	case !in.backlog && len(in.waiting) < 4*max:
+		in.waiting = append(in.waiting, outboxItem{id: id, env: env})
+	default:
+		// Left in the store. A pass that continues after cursor reads it
+		// if it sorts after; a timed pass reads it in any case.
+		in.backlog = true
+		in.scheduleRetry(ctx)
 	}
-	in.confirm(ctx, c, outboxItem{id: id, env: env})
 	return nil
 }
 
@@ -1035,14 +1075,15 @@ func (in *installation) confirm(ctx actor.Context, c transport.Confirmer, it out
 	})
 }
 
-// pump publishes waiting envelopes, oldest first, while the window has
-// room; once none waits and the outbox holds more, it reads the next ones.
+// pump publishes waiting envelopes while the window has room; once none
+// waits and the store holds more, the pass goes on after its cursor.
 func (in *installation) pump(ctx actor.Context) {
 	c, ok := in.deps.tr.(transport.Confirmer)
 	if !ok {
 		return
 	}
-	for len(in.waiting) > 0 && len(in.inflight) < in.deps.cfg.MaxOutboxInflight {
+	max := in.deps.cfg.MaxOutboxInflight
+	for len(in.waiting) > 0 && len(in.inflight) < max {
 		it := in.waiting[0]
 		in.waiting[0] = outboxItem{}
 		in.waiting = in.waiting[1:]
@@ -1050,13 +1091,16 @@ func (in *installation) pump(ctx actor.Context) {
 	}
 	if len(in.waiting) == 0 {
 		in.waiting = nil
-		if in.backlog && len(in.inflight) < in.deps.cfg.MaxOutboxInflight/2 {
-			in.retryOutbox(ctx)
+		if in.backlog && len(in.inflight) <= max/2 {
+			in.readOutbox(ctx, false)
 		}
 	}
 }
 
-// outboxResult handles a transport's confirmation.
+// outboxResult handles a transport's confirmation: a confirmed record is
+// deleted, a failed one waits for the next timed pass; either way the pass
+// goes on with the next records (a peer that is down does not hold up the
+// others).
 func (in *installation) outboxResult(ctx actor.Context, r *messages.OutboxResult) {
 	delete(in.inflight, string(r.Id))
 	if r.Error == "" {
@@ -1068,7 +1112,7 @@ func (in *installation) outboxResult(ctx actor.Context, r *messages.OutboxResult
 	in.pump(ctx)
 }
 
-// scheduleRetry arranges one outbox retry after OutboxRetryInterval.
+// scheduleRetry arranges one timed outbox pass after OutboxRetryInterval.
 func (in *installation) scheduleRetry(ctx actor.Context) {
 	if in.retrying {
 		return
@@ -1081,28 +1125,65 @@ func (in *installation) scheduleRetry(ctx actor.Context) {
 // errScanFull ends an outbox scan that read as many records as may wait.
 var errScanFull = errors.New("outbox scan: enough records read")
 
-// retryOutbox publishes the outbox records not in flight again, oldest
-// first (after a restart, after a failure, or to continue a backlog), and
-// drops those older than OutboxRetention. It reads at most a few windows
-// of records at a time: a backlog of any size costs bounded memory.
-func (in *installation) retryOutbox(ctx actor.Context) {
-	in.retrying = false
+// readOutbox reads the next outbox records not in flight, oldest first, at
+// most 4×MaxOutboxInflight, from the oldest record (fromStart: after a
+// restart, or a timed pass) or after the cursor (a pass going on), and
+// publishes them; it drops records older than OutboxRetention. A backlog
+// of any size costs bounded memory, and each record is read once a pass.
+func (in *installation) readOutbox(ctx actor.Context, fromStart bool) {
+	if fromStart {
+		in.cursor = nil
+	}
+	_, confirms := in.deps.tr.(transport.Confirmer)
+	for {
+		items := in.scanOutbox()
+		if !confirms {
+			// Publish returns when the transport took it: the pass goes on
+			// at once, or stops at the first failure (retried later).
+			for _, it := range items {
+				if in.publishOutbox(ctx, it.id, it.env) != nil {
+					return
+				}
+				in.deps.stats.outboxResent.Add(1)
+			}
+			if in.backlog {
+				continue
+			}
+			return
+		}
+		// What waited is in the store too, and read again from there.
+		in.waiting = items
+		in.pump(ctx)
+		return
+	}
+}
+
+// scanOutbox reads the records after the cursor (see readOutbox) and moves
+// the cursor past them.
+func (in *installation) scanOutbox() []outboxItem {
 	now := in.deps.cfg.Clock()
 	limit := 4 * in.deps.cfg.MaxOutboxInflight
+	prefix := persistence.OutboxPrefix(in.id)
 	var expired []persistence.Write
 	var items []outboxItem
 	in.backlog = false
-	err := in.deps.store.Scan(persistence.OutboxPrefix(in.id), func(k, v []byte) error {
+	cursor := in.cursor
+	err := in.deps.store.Scan(prefix, func(k, v []byte) error {
+		if cursor != nil && bytes.Compare(k, cursor) <= 0 {
+			return nil
+		}
+		if id, ok := persistence.OutboxIDOf(prefix, k); ok && in.inflight[string(id)] {
+			return nil
+		}
+		if len(items) == limit {
+			in.backlog = true
+			return errScanFull
+		}
+		in.cursor = bytes.Clone(k)
 		var rec messages.OutboxRecord
 		if err := proto.Unmarshal(v, &rec); err != nil || rec.Envelope == nil {
 			in.deps.log.Warn("outbox record unreadable; skipped", "key", fmt.Sprintf("%x", k), "err", err)
 			in.deps.stats.corrupt.Add(1)
-			return nil
-		}
-		if len(rec.Id) == outboxIDSize {
-			in.outboxSeq = max(in.outboxSeq, binary.BigEndian.Uint64(rec.Id))
-		}
-		if in.inflight[string(rec.Id)] {
 			return nil
 		}
 		if now.Sub(time.Unix(0, rec.CreatedUnixNano)) > in.deps.cfg.OutboxRetention {
@@ -1110,30 +1191,30 @@ func (in *installation) retryOutbox(ctx actor.Context) {
 			expired = append(expired, persistence.Write{Key: bytes.Clone(k), Delete: true})
 			return nil
 		}
-		if len(items) == limit {
-			in.backlog = true
-			return errScanFull
-		}
 		items = append(items, outboxItem{id: rec.Id, env: rec.Envelope, resent: true})
 		return nil
 	})
 	if err != nil && !errors.Is(err, errScanFull) {
 		in.deps.log.Warn("outbox scan failed", "err", err)
+		in.backlog = false
 	}
 	if len(expired) > 0 {
 		in.deps.commitLater(expired)
 	}
-	if _, ok := in.deps.tr.(transport.Confirmer); !ok {
-		for _, it := range items {
-			if in.publishOutbox(ctx, it.id, it.env) == nil {
-				in.deps.stats.outboxResent.Add(1)
-			}
+	return items
+}
+
+// restoreOutboxSeq sets the outbox sequence past every stored record, so
+// that a send after a restart sorts after the backlog even if the clock
+// went back. It reads keys only.
+func (in *installation) restoreOutboxSeq() {
+	prefix := persistence.OutboxPrefix(in.id)
+	_ = in.deps.store.Scan(prefix, func(k, _ []byte) error {
+		if id, ok := persistence.OutboxIDOf(prefix, k); ok && len(id) == outboxIDSize {
+			in.outboxSeq = max(in.outboxSeq, binary.BigEndian.Uint64(id))
 		}
-		return
-	}
-	// What waited is in the store too, and older than what it did not read.
-	in.waiting = items
-	in.pump(ctx)
+		return nil
+	})
 }
 
 // ack deletes an acknowledged inbox record.

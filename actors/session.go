@@ -39,6 +39,8 @@ type peerSession struct {
 	heldWrites []persistence.Write
 	heldNotify bool
 	flushing   bool
+	// unloaded: the durable state could not be read (see reload).
+	unloaded bool
 }
 
 // heldReply is an answer waiting for its batch's commit: a decrypt's
@@ -68,16 +70,15 @@ func (s *peerSession) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		s.deps.stats.sessionsActive.Add(1)
-		if err := s.load(); err != nil {
-			// A corrupt record is reported with its key and skipped: the
-			// session re-establishes through the recovery flow.
-			s.deps.log.Warn("session record unreadable; starting empty", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
-			s.deps.stats.corrupt.Add(1)
-			s.rec, s.sess = nil, nil
-		}
+		s.reload()
 	case *actor.Restarting:
-		// A failure restarts the session from its last durable snapshot.
+		// A failure restarts the session from its last durable snapshot;
+		// what was held for a commit is not taken.
 		s.deps.stats.sessionsActive.Add(-1)
+		for _, h := range s.held {
+			ctx.Send(h.to, h.answer(errors.New("session restarted before its commit")))
+		}
+		s.held, s.heldWrites = nil, nil
 	case *actor.Stopped:
 		s.deps.stats.sessionsActive.Add(-1)
 		if s.sess != nil {
@@ -87,6 +88,10 @@ func (s *peerSession) Receive(ctx actor.Context) {
 	case *actor.Stopping:
 		s.flush(ctx) // answer what is held before the session goes
 	case *messages.EncryptRequest:
+		if s.unloaded && s.reload() != nil {
+			ctx.Respond(&messages.EncryptResponse{PeerInstallationId: m.PeerInstallationId, Error: messages.ErrorCode_STORE, Detail: "session state unavailable"})
+			return
+		}
 		if resp := s.encrypt(ctx, m); resp != nil {
 			ctx.Respond(resp)
 		}
@@ -94,6 +99,10 @@ func (s *peerSession) Receive(ctx actor.Context) {
 		s.flush(ctx)
 		s.markStale(ctx)
 	case *messages.DecryptRequest:
+		if s.unloaded && s.reload() != nil {
+			ctx.Respond(&messages.DecryptResponse{Error: messages.ErrorCode_STORE, Detail: "session state unavailable"})
+			return
+		}
 		if resp := s.decrypt(ctx, m); resp != nil {
 			ctx.Respond(resp)
 		}
@@ -124,9 +133,7 @@ func (s *peerSession) flush(ctx actor.Context) {
 	held, writes, notify := s.held, s.heldWrites, s.heldNotify
 	s.held, s.heldWrites, s.heldNotify = nil, nil, false
 	if err := s.deps.commit(writes); err != nil {
-		if lerr := s.load(); lerr != nil {
-			s.rec, s.sess = nil, nil
-		}
+		s.reload()
 		for _, h := range held {
 			ctx.Send(h.to, h.answer(err))
 		}
@@ -140,6 +147,35 @@ func (s *peerSession) flush(ctx actor.Context) {
 	}
 }
 
+// errCorruptRecord: a stored session or skipped key that does not parse
+// (as opposed to a store that failed to read it).
+var errCorruptRecord = errors.New("corrupt session record")
+
+// reload replaces the in-memory state with the durable one. A corrupt
+// record is reported with its key and skipped: the session starts empty
+// and re-establishes through the recovery flow. A store that cannot be
+// read leaves the session unloaded: it answers STORE (not taken, so the
+// sender offers the message again) and tries again at the next request,
+// rather than forgetting a state that is still on disk.
+func (s *peerSession) reload() error {
+	s.rec, s.sess = nil, nil
+	err := s.load()
+	switch {
+	case err == nil:
+		s.unloaded = false
+	case errors.Is(err, errCorruptRecord):
+		s.deps.log.Warn("session record unreadable; starting empty", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
+		s.deps.stats.corrupt.Add(1)
+		s.rec, s.sess = nil, nil
+		s.unloaded, err = false, nil
+	default:
+		s.deps.log.Warn("session record not readable now; will retry", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
+		s.rec, s.sess = nil, nil
+		s.unloaded = true
+	}
+	return err
+}
+
 func (s *peerSession) load() error {
 	raw, err := s.deps.store.Get(s.storeKey)
 	if errors.Is(err, persistence.ErrNotFound) {
@@ -150,13 +186,13 @@ func (s *peerSession) load() error {
 	}
 	var rec messages.SessionRecord
 	if err := proto.Unmarshal(raw, &rec); err != nil {
-		return err
+		return fmt.Errorf("%w: %v", errCorruptRecord, err)
 	}
 	var snaps []*messages.SkippedKey
 	err = s.deps.store.Scan(persistence.SkippedPrefix(s.storeKey), func(_, v []byte) error {
 		var k messages.SkippedKey
 		if err := proto.Unmarshal(v, &k); err != nil {
-			return err
+			return fmt.Errorf("%w: skipped key: %v", errCorruptRecord, err)
 		}
 		snaps = append(snaps, &k)
 		return nil
@@ -164,7 +200,10 @@ func (s *peerSession) load() error {
 	if err != nil {
 		return err
 	}
-	return s.use(&rec, snaps)
+	if err := s.use(&rec, snaps); err != nil {
+		return fmt.Errorf("%w: %v", errCorruptRecord, err)
+	}
+	return nil
 }
 
 func (s *peerSession) use(rec *messages.SessionRecord, skipped []*messages.SkippedKey) error {
@@ -315,9 +354,7 @@ func (s *peerSession) decrypt(ctx actor.Context, m *messages.DecryptRequest) *me
 	if err != nil {
 		// The state was applied in memory: go back to the durable one.
 		s.flush(ctx)
-		if lerr := s.load(); lerr != nil {
-			s.rec, s.sess = nil, nil
-		}
+		s.reload()
 		resp.Error, resp.Detail = messages.ErrorCode_INTERNAL, err.Error()
 		return resp
 	}

@@ -1153,9 +1153,13 @@ func (x *IncomingEnvelope) GetEnvelopeId() []byte {
 
 // Processed acknowledges an IncomingEnvelope once it has been handled.
 type Processed struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Error         ErrorCode              `protobuf:"varint,1,opt,name=error,proto3,enum=ratchetd.engine.ErrorCode" json:"error,omitempty"`
-	Detail        string                 `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Error  ErrorCode              `protobuf:"varint,1,opt,name=error,proto3,enum=ratchetd.engine.ErrorCode" json:"error,omitempty"`
+	Detail string                 `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	// retry_later: not taken; a transport that confirms delivery has the
+	// sender offer it again (a message too far ahead of its chain, whose gap
+	// may close).
+	RetryLater    bool `protobuf:"varint,3,opt,name=retry_later,json=retryLater,proto3" json:"retry_later,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1202,6 +1206,13 @@ func (x *Processed) GetDetail() string {
 		return x.Detail
 	}
 	return ""
+}
+
+func (x *Processed) GetRetryLater() bool {
+	if x != nil {
+		return x.RetryLater
+	}
+	return false
 }
 
 // SendCommand asks an Installation to send a payload to a peer identity.
@@ -2490,10 +2501,12 @@ const file_engine_proto_rawDesc = "" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12\x16\n" +
 	"\x06sender\x18\x04 \x01(\fR\x06sender\x12\x1f\n" +
 	"\venvelope_id\x18\x05 \x01(\fR\n" +
-	"envelopeId\"U\n" +
+	"envelopeId\"v\n" +
 	"\tProcessed\x120\n" +
 	"\x05error\x18\x01 \x01(\x0e2\x1a.ratchetd.engine.ErrorCodeR\x05error\x12\x16\n" +
-	"\x06detail\x18\x02 \x01(\tR\x06detail\"\x8d\x01\n" +
+	"\x06detail\x18\x02 \x01(\tR\x06detail\x12\x1f\n" +
+	"\vretry_later\x18\x03 \x01(\bR\n" +
+	"retryLater\"\x8d\x01\n" +
 	"\vSendCommand\x12#\n" +
 	"\rpeer_identity\x18\x01 \x01(\fR\fpeerIdentity\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12!\n" +

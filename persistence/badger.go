@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -271,8 +272,10 @@ func (b *Badger) Close() error {
 type badgerLogger struct{ l *slog.Logger }
 
 func (b badgerLogger) log(level slog.Level, f string, args ...any) {
-	if b.l != nil {
-		b.l.Log(nil, level, strings.TrimSpace(fmt.Sprintf(f, args...)), "lib", "badger")
+	// Badger logs on its write path (every commit): format nothing that
+	// would be dropped.
+	if b.l != nil && b.l.Enabled(context.Background(), level) {
+		b.l.Log(context.Background(), level, strings.TrimSpace(fmt.Sprintf(f, args...)), "lib", "badger")
 	}
 }
 func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a...) }

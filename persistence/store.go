@@ -133,6 +133,19 @@ func OutboxKey(local string, id []byte) []byte { return key(prefixOutbox, []byte
 // OutboxPrefix scans a local installation's outbox.
 func OutboxPrefix(local string) []byte { return key(prefixOutbox, []byte(local)) }
 
+// OutboxIDOf returns the record id at the end of an outbox key read under
+// OutboxPrefix(local) (prefix), without reading its value.
+func OutboxIDOf(prefix, key []byte) ([]byte, bool) {
+	if len(key) <= len(prefix) {
+		return nil, false
+	}
+	n, w := binary.Uvarint(key[len(prefix):])
+	if w <= 0 || uint64(len(key)-len(prefix)-w) != n {
+		return nil, false
+	}
+	return key[len(prefix)+w:], true
+}
+
 // AllOutboxPrefix scans the outboxes of every hosted installation.
 func AllOutboxPrefix() []byte { return []byte{prefixOutbox} }
 

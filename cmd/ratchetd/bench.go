@@ -40,11 +40,11 @@ same crypto primitives with no actors and no persistence (the ceiling) and repor
 engine as a fraction of it.
 
 Scenarios:
-  burst     one side sends long runs (at most 128 in flight), the other decrypts:
-            the symmetric ratchet                                   (default 8 conversations)
-  pingpong  strict alternation: a DH ratchet step per message       (default 8 conversations)
+  burst     one side sends long runs (--senders goroutines, at most 128 in flight),
+            the other decrypts: the symmetric ratchet               (default 8 conversations)
+  pingpong  strict alternation: a DH ratchet step per message       (default 64 conversations)
   x3dh      a new session per message: each message comes from a fresh account
-                                                                    (default 4 workers)
+                                                                    (default 32 workers)
   fanout    group sends from a 3-device identity to 4 members with 2 devices each:
             16 deliveries per group message                         (default 2 groups)
   sessions  one hub with --sessions conversations, 1 % of them active: memory per
@@ -123,6 +123,7 @@ terminal. Exit status 1 when a message was lost or failed.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Scenario, "scenario", loadgen.Burst, "one of "+strings.Join(loadgen.Scenarios, ", ")+" (or as the argument)")
 	f.IntVar(&cfg.Sessions, "sessions", 0, "conversations (the scenario's default when not set)")
+	f.IntVar(&cfg.Senders, "senders", loadgen.DefaultSenders, "concurrent senders per burst conversation")
 	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the measured phase (0: until --messages)")
 	f.IntVar(&cfg.Messages, "messages", 0, "stop after this many deliveries (0: until --duration)")
 	f.IntVar(&cfg.Payload, "payload", 200, fmt.Sprintf("payload bytes per message (at least %d)", loadgen.MinPayload))

@@ -27,7 +27,7 @@ type primitive int
 const (
 	symmetric   primitive = iota // the same sender again: a chain-key step each side
 	alternating                  // the sender alternates: a DH ratchet step per message
-	newSession                   // X3DH both sides, both initial states, the first message
+	newSession                   // a new account, X3DH both sides, both initial states, the first message
 )
 
 func (p primitive) String() string {
@@ -37,7 +37,7 @@ func (p primitive) String() string {
 	case alternating:
 		return "ratchet encrypt+decrypt, alternating (DH step)"
 	case newSession:
-		return "x3dh initiate+passive, first ratchet message"
+		return "new account, x3dh initiate+passive, first ratchet message"
 	}
 	return fmt.Sprintf("primitive(%d)", int(p))
 }
@@ -179,9 +179,28 @@ func (w *cryptoPair) envelope(raw []byte) ([]byte, error) {
 	return d.Payload, nil
 }
 
-// session is a whole new session: X3DH on both sides and its first message.
+// session is a whole new session as the x3dh scenario makes it: a fresh
+// initiator account (identity key, signed prekey, its bundle signed), X3DH
+// on both sides and the first message, whose attached bundle the responder
+// verifies.
 func (w *cryptoPair) session(pt []byte) error {
-	_, _, err := w.initiate(pt)
+	id, err := keys.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	spk, err := keys.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	own, err := bundle.Sign(id, []bundle.Entry{{InstallationID: "fresh", SignedPreKey: spk.Public, Version: 1, ProtocolVersion: 1}}, time.Now().UnixNano())
+	if err != nil {
+		return err
+	}
+	w.aliceID = id
+	if _, _, err := w.initiate(pt); err != nil {
+		return err
+	}
+	_, err = bundle.Verify(own.Proto())
 	return err
 }
 

@@ -28,8 +28,18 @@ const (
 var Scenarios = []string{Burst, PingPong, X3DH, Fanout, Sessions}
 
 // DefaultSessions is the number of conversations a scenario runs when not
-// told: enough concurrent senders to feed the group commit on two cores.
-var DefaultSessions = map[string]int{Burst: 8, PingPong: 8, X3DH: 4, Fanout: 2, Sessions: 1000}
+// told: enough concurrent work to keep two cores busy while commits wait
+// for the disk. A pingpong conversation and an x3dh worker have one
+// message in flight each (about two fsyncs of latency), so they need more
+// of them than burst, whose conversations run DefaultSenders senders each.
+var DefaultSessions = map[string]int{Burst: 8, PingPong: 64, X3DH: 32, Fanout: 2, Sessions: 1000}
+
+// DefaultSenders is how many goroutines send on each burst conversation:
+// a run is pipelined, as by an application that does not wait for one
+// Send before the next (each Send returns once its state and, with a
+// confirming transport, its outbox record are durable), and the sends in
+// flight share group commits. At most burstWindow are in flight.
+const DefaultSenders = 8
 
 // MinPayload is the smallest payload: the probe stamps a message id, the
 // conversation and the send time into it.
@@ -42,6 +52,9 @@ type Config struct {
 	// pingpong, workers for x3dh, groups for fanout, conversations with one
 	// hub for sessions); 0 takes DefaultSessions.
 	Sessions int
+	// Senders is the number of concurrent senders per burst conversation;
+	// 0 takes DefaultSenders.
+	Senders int
 	// Duration and Messages bound the measured phase; the first reached
 	// ends it. Messages counts deliveries.
 	Duration time.Duration
@@ -74,6 +87,9 @@ func (c *Config) normalize() error {
 	}
 	if c.Sessions <= 0 {
 		c.Sessions = DefaultSessions[c.Scenario]
+	}
+	if c.Senders <= 0 {
+		c.Senders = DefaultSenders
 	}
 	if c.Payload == 0 {
 		c.Payload = 200

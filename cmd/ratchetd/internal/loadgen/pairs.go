@@ -74,8 +74,8 @@ func (s *burst) setup(_ context.Context, r *run) (err error) {
 }
 
 func (s *burst) drive(_ context.Context, r *run) error {
-	concurrently(len(s.convs), func(i int) {
-		c := s.convs[i]
+	concurrently(r.cfg.Senders*len(s.convs), func(i int) {
+		c := s.convs[i%len(s.convs)]
 		for r.take(1) {
 			if err := c.win.acquire(1, r.stop, receiveTimeout); err != nil {
 				if err != errStopped {
@@ -83,7 +83,7 @@ func (s *burst) drive(_ context.Context, r *run) error {
 				}
 				return
 			}
-			if _, err := r.send(c.a, c.b, i); err != nil {
+			if _, err := r.send(c.a, c.b, i%len(s.convs)); err != nil {
 				c.win.release()
 			}
 		}

@@ -17,6 +17,7 @@ type Result struct {
 	Scenario     string   `json:"scenario"`
 	Durable      bool     `json:"durable"`
 	Sessions     int      `json:"sessions"`
+	Senders      int      `json:"senders,omitempty"` // per conversation (burst)
 	PayloadBytes int      `json:"payload_bytes"`
 	Messages     int64    `json:"messages"` // deliveries received in the measured phase
 	Sent         int64    `json:"sent"`     // successful Send calls
@@ -84,7 +85,12 @@ type Host struct {
 }
 
 func newResult(cfg Config) *Result {
+	senders := 0
+	if cfg.Scenario == Burst {
+		senders = cfg.Senders
+	}
 	return &Result{
+		Senders:  senders,
 		Scenario: cfg.Scenario, Durable: cfg.Durable, Sessions: cfg.Sessions, PayloadBytes: cfg.Payload,
 		Started: time.Now().UTC().Truncate(time.Second),
 		Host:    Host{Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, GOMAXPROCS: runtime.GOMAXPROCS(0), CPUs: runtime.NumCPU()},
@@ -153,7 +159,11 @@ func (res *Result) WriteTable(w io.Writer) error {
 		store = "durable (Badger, SyncWrites)"
 	}
 	row := func(k, f string, a ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(f, a...)) }
-	row("scenario", "%s — %d conversations, %d-byte payload, %s", res.Scenario, res.Sessions, res.PayloadBytes, store)
+	conv := fmt.Sprintf("%d conversations", res.Sessions)
+	if res.Senders > 0 {
+		conv += fmt.Sprintf(" × %d senders", res.Senders)
+	}
+	row("scenario", "%s — %s, %d-byte payload, %s", res.Scenario, conv, res.PayloadBytes, store)
 	row("messages", "%s delivered (%s sends addressed %s), %d lost, %d errors",
 		thousands(res.Messages), thousands(res.Sent), thousands(res.Expected), res.Lost, res.Errors)
 	row("seconds", "%.2f measured (setup %.2f)", res.Seconds, res.SetupSeconds)
