@@ -201,7 +201,7 @@ func (e *Engine) LoadInstallations() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ids []string
+	var ids, started []string
 	for _, rec := range recs {
 		e.mu.Lock()
 		_, running := e.installations[rec.InstallationId]
@@ -216,7 +216,18 @@ func (e *Engine) LoadInstallations() ([]string, error) {
 			continue
 		}
 		ids = append(ids, rec.InstallationId)
+		started = append(started, rec.InstallationId)
 	}
+	// Every loaded installation is subscribed now: publish what their
+	// outboxes hold (a send to another installation of this engine would
+	// otherwise find no subscriber yet).
+	e.mu.Lock()
+	for _, id := range started {
+		if h := e.installations[id]; h != nil {
+			e.system.Root.Send(h.pid, &messages.RetryOutbox{})
+		}
+	}
+	e.mu.Unlock()
 	return ids, nil
 }
 

@@ -964,7 +964,7 @@ func (in *installation) deliver(rec *messages.InboxRecord) {
 }
 
 // redeliver hands every unacknowledged inbox record to the application again
-// and publishes every accepted send still in the outbox (after a restart).
+// and prepares the outbox (after a restart) for its first pass.
 func (in *installation) redeliver(ctx actor.Context) {
 	err := in.deps.store.Scan(persistence.InboxPrefix(in.id), func(k, v []byte) error {
 		var rec messages.InboxRecord
@@ -980,8 +980,13 @@ func (in *installation) redeliver(ctx actor.Context) {
 	if err != nil {
 		in.deps.log.Warn("inbox scan failed", "err", err)
 	}
-	in.restoreOutboxSeq()
-	in.readOutbox(ctx, true)
+	// The outbox is published once the engine has subscribed every
+	// installation it loads (LoadInstallations sends RetryOutbox), so that
+	// a message between two of its own installations finds its receiver;
+	// until then new sends wait behind the stored ones.
+	if in.restoreOutboxSeq() > 0 {
+		in.backlog = true
+	}
 }
 
 // outboxItem is an outbox envelope waiting to be published.
@@ -1045,6 +1050,10 @@ func (in *installation) publishOutbox(ctx actor.Context, id []byte, env *message
 		in.confirm(ctx, c, outboxItem{id: id, env: env})
 	case !in.backlog && len(in.waiting) < 4*max:
 		in.waiting = append(in.waiting, outboxItem{id: id, env: env})
+		// A pass that goes on later starts after it (it was read).
+		if k := persistence.OutboxKey(in.id, id); bytes.Compare(k, in.cursor) > 0 {
+			in.cursor = k
+		}
 	default:
 		// Left in the store. A pass that continues after cursor reads it
 		// if it sorts after; a timed pass reads it in any case.
@@ -1207,14 +1216,18 @@ func (in *installation) scanOutbox() []outboxItem {
 // restoreOutboxSeq sets the outbox sequence past every stored record, so
 // that a send after a restart sorts after the backlog even if the clock
 // went back. It reads keys only.
-func (in *installation) restoreOutboxSeq() {
+// It returns how many records the outbox holds.
+func (in *installation) restoreOutboxSeq() int {
 	prefix := persistence.OutboxPrefix(in.id)
+	n := 0
 	_ = in.deps.store.Scan(prefix, func(k, _ []byte) error {
+		n++
 		if id, ok := persistence.OutboxIDOf(prefix, k); ok && len(id) == outboxIDSize {
 			in.outboxSeq = max(in.outboxSeq, binary.BigEndian.Uint64(id))
 		}
 		return nil
 	})
+	return n
 }
 
 // ack deletes an acknowledged inbox record.

@@ -38,6 +38,7 @@ type peerSession struct {
 	held       []heldReply
 	heldWrites []persistence.Write
 	heldNotify bool
+	heldRecord int // 1 + the index of the session record in heldWrites; 0: none
 	flushing   bool
 	// unloaded: the durable state could not be read (see reload).
 	unloaded bool
@@ -78,7 +79,7 @@ func (s *peerSession) Receive(ctx actor.Context) {
 		for _, h := range s.held {
 			ctx.Send(h.to, h.answer(errors.New("session restarted before its commit")))
 		}
-		s.held, s.heldWrites = nil, nil
+		s.held, s.heldWrites, s.heldRecord = nil, nil, 0
 	case *actor.Stopped:
 		s.deps.stats.sessionsActive.Add(-1)
 		if s.sess != nil {
@@ -114,9 +115,26 @@ func (s *peerSession) Receive(ctx actor.Context) {
 
 // hold adds an answer and its writes to the open batch, and opens one
 // (the Flush note behind it) if there is none.
+// The session record is written once per batch: each hold replaces the
+// batch's earlier snapshot of it (the last one is the state after all). A
+// batch is committed early once it holds a quarter of MaxBatchWrites, so
+// that it always fits one transaction.
 func (s *peerSession) hold(ctx actor.Context, h heldReply, writes ...persistence.Write) {
 	s.held = append(s.held, h)
-	s.heldWrites = append(s.heldWrites, writes...)
+	for _, w := range writes {
+		if !w.Delete && bytes.Equal(w.Key, s.storeKey) {
+			if s.heldRecord > 0 {
+				s.heldWrites[s.heldRecord-1] = w
+				continue
+			}
+			s.heldRecord = len(s.heldWrites) + 1
+		}
+		s.heldWrites = append(s.heldWrites, w)
+	}
+	if len(s.heldWrites) >= s.deps.cfg.MaxBatchWrites/4 {
+		s.flush(ctx)
+		return
+	}
 	if !s.flushing {
 		s.flushing = true
 		ctx.Send(ctx.Self(), &messages.Flush{})
@@ -131,7 +149,7 @@ func (s *peerSession) flush(ctx actor.Context) {
 		return
 	}
 	held, writes, notify := s.held, s.heldWrites, s.heldNotify
-	s.held, s.heldWrites, s.heldNotify = nil, nil, false
+	s.held, s.heldWrites, s.heldNotify, s.heldRecord = nil, nil, false, 0
 	if err := s.deps.commit(writes); err != nil {
 		s.reload()
 		for _, h := range held {
