@@ -2,6 +2,7 @@ package actors
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -30,8 +31,8 @@ func (s *gatedStore) Get(k []byte) ([]byte, error) {
 	return s.Memory.Get(k)
 }
 
-// failFirstCommitter answers the first CommitRequest with a failed
-// CommitAck (nothing written) and commits the later ones to the store.
+// failFirstCommitter fails the first commit request (nothing written) and
+// commits the later ones to the store.
 type failFirstCommitter struct {
 	store persistence.Store
 	mu    sync.Mutex
@@ -45,8 +46,28 @@ func (c *failFirstCommitter) requests() int {
 }
 
 func (c *failFirstCommitter) Receive(ctx actor.Context) {
-	m, ok := ctx.Message().(*messages.CommitRequest)
-	if !ok {
+	var ws []persistence.Write
+	answer := func(err error) {}
+	switch m := ctx.Message().(type) {
+	case *localCommit: // the engine's own writers (deps.commit)
+		ws = m.writes
+		answer = func(err error) {
+			if m.done != nil {
+				m.done <- err
+			}
+		}
+	case *messages.CommitRequest:
+		for _, w := range m.Writes {
+			ws = append(ws, persistence.Write{Key: w.Key, Value: w.Value, Delete: w.Delete})
+		}
+		answer = func(err error) {
+			if err != nil {
+				ctx.Respond(&messages.CommitAck{Error: messages.ErrorCode_STORE, Detail: err.Error()})
+				return
+			}
+			ctx.Respond(&messages.CommitAck{})
+		}
+	default:
 		return
 	}
 	c.mu.Lock()
@@ -54,18 +75,10 @@ func (c *failFirstCommitter) Receive(ctx actor.Context) {
 	first := c.seen == 1
 	c.mu.Unlock()
 	if first {
-		ctx.Respond(&messages.CommitAck{Error: messages.ErrorCode_STORE, Detail: "injected commit failure"})
+		answer(errors.New("injected commit failure"))
 		return
 	}
-	ws := make([]persistence.Write, len(m.Writes))
-	for i, w := range m.Writes {
-		ws[i] = persistence.Write{Key: w.Key, Value: w.Value, Delete: w.Delete}
-	}
-	if err := c.store.Commit(ws); err != nil {
-		ctx.Respond(&messages.CommitAck{Error: messages.ErrorCode_STORE, Detail: err.Error()})
-		return
-	}
-	ctx.Respond(&messages.CommitAck{})
+	answer(c.store.Commit(ws))
 }
 
 type chachaReader struct{ r *rand.ChaCha8 }

@@ -75,6 +75,10 @@ func OpenBadger(o BadgerOptions) (*Badger, error) {
 		WithSyncWrites(!o.NoSync).
 		WithLogger(badgerLogger{o.Logger}).
 		WithNumVersionsToKeep(1).
+		// Every write goes through one Committer and a key has one writer
+		// (its actor): Badger's read-write conflict tracking would only
+		// cost time on every commit.
+		WithDetectConflicts(false).
 		WithCompactL0OnClose(true).
 		WithNumCompactors(2).
 		WithBlockCacheSize(16 << 20).
