@@ -637,6 +637,7 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 		}
 	}
 	remaining := len(pending)
+	var storeFailed *messages.EncryptResponse // an encrypt whose commit failed
 	if bundleF != nil {
 		remaining++
 	}
@@ -671,6 +672,11 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 		}
 		if report.Error == messages.ErrorCode_OK && len(report.Failed) > 0 && len(report.Installations) == 0 && !report.DhFallback {
 			report.Error, report.Detail = messages.ErrorCode_NO_SESSION, "no installation of the peer could be encrypted for"
+			if storeFailed != nil {
+				// Not a missing session: the state could not be made
+				// durable (a retry may succeed).
+				report.Error, report.Detail = storeFailed.Error, storeFailed.Detail
+			}
 		}
 		if len(envs) == 0 {
 			reply()
@@ -749,6 +755,9 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 			case r != nil:
 				p.g.failed = append(p.g.failed, r.PeerInstallationId)
 				report.Failed = append(report.Failed, r.PeerInstallationId)
+				if r.Error == messages.ErrorCode_STORE || r.Error == messages.ErrorCode_TIMEOUT {
+					storeFailed = r
+				}
 				in.deps.log.Debug("encrypt failed", "installation", in.id, "to", r.PeerInstallationId, "code", r.Error.String(), "detail", r.Detail)
 			default:
 				p.g.failed = append(p.g.failed, "?")

@@ -46,6 +46,11 @@ const (
 	DefaultMaxInflightPerPeer = 256
 	DefaultDeliverTimeout     = 5 * time.Second
 	DefaultHelloInterval      = time.Second
+	// DefaultMaxPeers bounds the peer nodes a node remembers and greets.
+	DefaultMaxPeers = 1024
+	// DefaultMaxTopicsPerPeer bounds the topics one peer node announces
+	// (two per hosted account, plus public chats).
+	DefaultMaxTopicsPerPeer = 1 << 16
 )
 
 // ErrNoSubscriber: no node (this one included) subscribes to the topic yet.
@@ -70,7 +75,15 @@ type Options struct {
 	// HelloInterval is how often a node re-announces itself to its peers
 	// (so a restarted peer learns its topics again).
 	HelloInterval time.Duration
-	Logger        *slog.Logger
+	// MaxPeers bounds the peer nodes remembered (DefaultMaxPeers): a Hello
+	// or Subscribed from a new address beyond it is dropped ("peer-limit"),
+	// so forged announcements cannot grow the table or make this node
+	// greet arbitrary addresses.
+	MaxPeers int
+	// MaxTopicsPerPeer bounds the topics remembered for one peer
+	// (DefaultMaxTopicsPerPeer); more are dropped ("topic-limit").
+	MaxTopicsPerPeer int
+	Logger           *slog.Logger
 }
 
 // Node is one node of the networked transport. It implements
@@ -119,6 +132,12 @@ func Start(o Options) (*Node, error) {
 	}
 	if o.HelloInterval <= 0 {
 		o.HelloInterval = DefaultHelloInterval
+	}
+	if o.MaxPeers <= 0 {
+		o.MaxPeers = DefaultMaxPeers
+	}
+	if o.MaxTopicsPerPeer <= 0 {
+		o.MaxTopicsPerPeer = DefaultMaxTopicsPerPeer
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -420,6 +439,14 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 			return
 		}
 		n.mu.Lock()
+		if !n.admitLocked(m.Address) {
+			n.mu.Unlock()
+			return
+		}
+		if len(m.Topics) > n.o.MaxTopicsPerPeer {
+			n.drops["topic-limit"]++
+			m.Topics = m.Topics[:n.o.MaxTopicsPerPeer]
+		}
 		topics := make(map[string]bool, len(m.Topics))
 		for _, t := range m.Topics {
 			topics[t] = true
@@ -432,16 +459,40 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 			ctx.Send(pidOf(m.Address), reply)
 		}
 	case *messages.Subscribed:
+		if m.Address == "" || m.Address == n.address {
+			return
+		}
 		n.mu.Lock()
+		defer n.mu.Unlock()
+		if !n.admitLocked(m.Address) {
+			return
+		}
 		if n.peers[m.Address] == nil {
 			n.peers[m.Address] = map[string]bool{}
 		}
+		if !n.peers[m.Address][m.Topic] && len(n.peers[m.Address]) >= n.o.MaxTopicsPerPeer {
+			n.drops["topic-limit"]++
+			return
+		}
 		n.peers[m.Address][m.Topic] = true
 		n.known[m.Address] = true
-		n.mu.Unlock()
 	case *messages.Deliver:
 		a.deliver(ctx, m)
 	}
+}
+
+// admitLocked reports whether an announcement from address may be
+// remembered: a known peer always, a new one while there are fewer than
+// MaxPeers.
+func (n *Node) admitLocked(address string) bool {
+	if n.known[address] || n.peers[address] != nil {
+		return true
+	}
+	if len(n.known) >= n.o.MaxPeers || len(n.peers) >= n.o.MaxPeers {
+		n.drops["peer-limit"]++
+		return false
+	}
+	return true
 }
 
 // deliver checks an envelope from another node and hands it to the local

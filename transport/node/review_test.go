@@ -266,3 +266,37 @@ func TestReviewCloseStallsOnUnreachablePeer(t *testing.T) {
 		t.Fatalf("Close took %v with one unreachable peer", d)
 	}
 }
+
+// TestForgedAnnouncementsAreBounded: Hellos and Subscribed messages with
+// addresses and topics of the sender's choosing fill neither the peer
+// table (MaxPeers) nor one peer's topics (MaxTopicsPerPeer); the rest are
+// dropped and counted, and the node greets no more addresses than the cap.
+func TestForgedAnnouncementsAreBounded(t *testing.T) {
+	target, err := node.Start(node.Options{Listen: "127.0.0.1:0", HelloInterval: time.Hour, MaxPeers: 8, MaxTopicsPerPeer: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	sys := actor.NewActorSystem()
+	rem := remote.NewRemote(sys, remote.Configure("127.0.0.1", 0))
+	rem.Start()
+	defer rem.Shutdown(false)
+	pid := actor.NewPID(target.Address(), "ratchetd-node")
+	for i := range 100 {
+		sys.Root.Send(pid, &messages.Hello{Address: fmt.Sprintf("10.9.%d.%d:1", i/256, i%256), Reply: true})
+	}
+	for i := range 100 {
+		sys.Root.Send(pid, &messages.Subscribed{Address: "10.9.0.0:1", Topic: fmt.Sprintf("t%d", i)})
+	}
+	waitFor(t, "the announcements to be processed", func() bool {
+		st := target.Stats()
+		return st.Dropped["peer-limit"] >= 92 && st.Dropped["topic-limit"] >= 84
+	})
+	st := target.Stats()
+	if len(st.Peers) > 8 {
+		t.Fatalf("%d peers remembered, cap 8", len(st.Peers))
+	}
+	if n := st.PeerTopics["10.9.0.0:1"]; n > 16 {
+		t.Fatalf("%d topics remembered for one peer, cap 16", n)
+	}
+}
