@@ -13,18 +13,35 @@ import (
 // terminated, requests for its key are held, then handed to a fresh child
 // that reloads its state from the store. So there is never more than one
 // actor, hence one writer, per key — even while one is stopping.
+//
+// A parent usually has few children (a SessionSupervisor has one session
+// per peer installation and bundle), and one is kept per active
+// conversation: the entries stay in a small slice, and move to maps only
+// past smallChildren (an Installation's supervisors). Four maps per
+// supervisor cost about 2 KiB per active conversation.
 type children[K comparable] struct {
-	live     map[K]*actor.PID
-	keyOf    map[string]K // PID id -> key, for live and stopping children
-	stopping map[K][]held
-	lastUsed map[K]time.Time
-	spawn    func(ctx actor.Context, k K) *actor.PID
+	small []*childEntry[K]           // while byKey is nil
+	byKey map[K]*childEntry[K]       // past smallChildren entries
+	byPID map[string]*childEntry[K] // PID id -> entry, with byKey
+	spawn func(ctx actor.Context, k K) *actor.PID
 	// idle passivates a child not used for that long (0: never).
 	idle      time.Duration
 	ticking   bool
-	peak      int    // most children at once since the maps were made
 	passivate func() // counts a passivation
 }
+
+// childEntry is the child of one key: live, or stopping with the requests
+// held for its successor.
+type childEntry[K comparable] struct {
+	k        K
+	pid      *actor.PID
+	lastUsed time.Time
+	stopping bool
+	held     []held
+}
+
+// smallChildren is how many children a parent keeps in its slice.
+const smallChildren = 8
 
 type held struct {
 	msg    any
@@ -35,42 +52,100 @@ func newChildren[K comparable](spawn func(actor.Context, K) *actor.PID, idle tim
 	if idle < 0 {
 		idle = 0
 	}
-	return &children[K]{
-		live: map[K]*actor.PID{}, keyOf: map[string]K{}, stopping: map[K][]held{}, lastUsed: map[K]time.Time{},
-		spawn: spawn, idle: idle, passivate: counted,
+	return &children[K]{spawn: spawn, idle: idle, passivate: counted}
+}
+
+func (c *children[K]) find(k K) *childEntry[K] {
+	if c.byKey != nil {
+		return c.byKey[k]
+	}
+	for _, e := range c.small {
+		if e.k == k {
+			return e
+		}
+	}
+	return nil
+}
+
+func (c *children[K]) findPID(id string) *childEntry[K] {
+	if c.byKey != nil {
+		return c.byPID[id]
+	}
+	for _, e := range c.small {
+		if e.pid.Id == id {
+			return e
+		}
+	}
+	return nil
+}
+
+func (c *children[K]) len() int {
+	if c.byKey != nil {
+		return len(c.byKey)
+	}
+	return len(c.small)
+}
+
+func (c *children[K]) add(e *childEntry[K]) {
+	if c.byKey == nil && len(c.small) < smallChildren {
+		c.small = append(c.small, e)
+		return
+	}
+	if c.byKey == nil {
+		c.byKey = make(map[K]*childEntry[K], 2*smallChildren)
+		c.byPID = make(map[string]*childEntry[K], 2*smallChildren)
+		for _, o := range c.small {
+			c.byKey[o.k], c.byPID[o.pid.Id] = o, o
+		}
+		c.small = nil
+	}
+	c.byKey[e.k], c.byPID[e.pid.Id] = e, e
+}
+
+func (c *children[K]) remove(e *childEntry[K]) {
+	if c.byKey != nil {
+		delete(c.byKey, e.k)
+		delete(c.byPID, e.pid.Id)
+		if len(c.byKey) == 0 {
+			// Go maps never shrink: give back what a peak of children
+			// made them hold.
+			c.byKey, c.byPID = nil, nil
+		}
+		return
+	}
+	for i, o := range c.small {
+		if o == e {
+			last := len(c.small) - 1
+			c.small[i] = c.small[last]
+			c.small[last] = nil
+			c.small = c.small[:last]
+			break
+		}
+	}
+	if len(c.small) == 0 {
+		c.small = nil
 	}
 }
 
 // forward delivers msg (with its original sender) to the child of k,
 // spawning it if needed, or holds it while that child is stopping.
 func (c *children[K]) forward(ctx actor.Context, k K, msg any, sender *actor.PID) {
-	if list, ok := c.stopping[k]; ok {
-		c.stopping[k] = append(list, held{msg, sender})
+	e := c.find(k)
+	if e != nil && e.stopping {
+		e.held = append(e.held, held{msg, sender})
 		return
 	}
-	ctx.RequestWithCustomSender(c.get(ctx, k), msg, sender)
+	if e == nil {
+		e = &childEntry[K]{k: k, pid: c.spawn(ctx, k)}
+		c.add(e)
+		if c.idle > 0 {
+			c.tick(ctx)
+		}
+	}
+	ctx.RequestWithCustomSender(e.pid, msg, sender)
 	if c.idle > 0 {
-		c.lastUsed[k] = time.Now()
+		e.lastUsed = time.Now()
 	}
-}
-
-// get returns the live child of k, spawning it if needed. Callers that may
-// race with a passivation use forward instead.
-func (c *children[K]) get(ctx actor.Context, k K) *actor.PID {
-	if pid := c.live[k]; pid != nil {
-		return pid
-	}
-	pid := c.spawn(ctx, k)
-	c.live[k] = pid
-	c.keyOf[pid.Id] = k
-	if len(c.keyOf) > c.peak {
-		c.peak = len(c.keyOf)
-	}
-	if c.idle > 0 {
-		c.lastUsed[k] = time.Now()
-		c.tick(ctx)
-	}
-	return pid
 }
 
 // tick schedules the next Tick to the parent while it has children. The
@@ -89,23 +164,37 @@ func (c *children[K]) tick(ctx actor.Context) {
 func (c *children[K]) onTick(ctx actor.Context) {
 	c.ticking = false
 	now := time.Now()
-	for k, pid := range c.live {
-		if now.Sub(c.lastUsed[k]) >= c.idle {
-			c.stop(ctx, k, pid)
+	var idle []*childEntry[K]
+	c.each(func(e *childEntry[K]) {
+		if !e.stopping && now.Sub(e.lastUsed) >= c.idle {
+			idle = append(idle, e)
 		}
+	})
+	for _, e := range idle {
+		c.stop(ctx, e)
 	}
-	if len(c.live) > 0 {
+	if c.len() > 0 {
 		c.tick(ctx)
+	}
+}
+
+func (c *children[K]) each(fn func(*childEntry[K])) {
+	if c.byKey != nil {
+		for _, e := range c.byKey {
+			fn(e)
+		}
+		return
+	}
+	for _, e := range c.small {
+		fn(e)
 	}
 }
 
 // stop passivates a child: it stops after the messages already in its
 // mailbox; new ones are held until it has terminated.
-func (c *children[K]) stop(ctx actor.Context, k K, pid *actor.PID) {
-	delete(c.live, k)
-	delete(c.lastUsed, k)
-	c.stopping[k] = nil
-	ctx.Poison(pid)
+func (c *children[K]) stop(ctx actor.Context, e *childEntry[K]) {
+	e.stopping = true
+	ctx.Poison(e.pid)
 	if c.passivate != nil {
 		c.passivate()
 	}
@@ -113,36 +202,12 @@ func (c *children[K]) stop(ctx actor.Context, k K, pid *actor.PID) {
 
 // terminated forgets a child; held requests go to a fresh one.
 func (c *children[K]) terminated(ctx actor.Context, pid *actor.PID) {
-	k, ok := c.keyOf[pid.Id]
-	if !ok {
+	e := c.findPID(pid.Id)
+	if e == nil {
 		return
 	}
-	delete(c.keyOf, pid.Id)
-	if live := c.live[k]; live != nil && live.Equal(pid) {
-		delete(c.live, k) // stopped by its supervisor after too many failures
-		delete(c.lastUsed, k)
+	c.remove(e)
+	for _, h := range e.held {
+		c.forward(ctx, e.k, h.msg, h.sender)
 	}
-	list, stopping := c.stopping[k]
-	if !stopping {
-		c.shrink()
-		return
-	}
-	delete(c.stopping, k)
-	for _, h := range list {
-		c.forward(ctx, k, h.msg, h.sender)
-	}
-	c.shrink()
-}
-
-// shrink gives back the memory of maps that grew for a peak of children
-// once every child has stopped (Go maps never shrink on their own).
-func (c *children[K]) shrink() {
-	if len(c.keyOf) > 0 || c.peak < 1024 {
-		if len(c.keyOf) > c.peak {
-			c.peak = len(c.keyOf)
-		}
-		return
-	}
-	c.live, c.keyOf, c.stopping, c.lastUsed = map[K]*actor.PID{}, map[string]K{}, map[K][]held{}, map[K]time.Time{}
-	c.peak = 0
 }
