@@ -236,9 +236,18 @@ func (s *peerSession) use(rec *messages.SessionRecord, skipped []*messages.Skipp
 	if err != nil {
 		return err
 	}
-	s.rec = rec
+	s.keep(rec)
 	s.sess = &ratchet.Session{State: st, Skipped: sk, Limits: s.deps.cfg.Ratchet}
 	return nil
+}
+
+// keep makes rec the session's record in memory, without its state: the
+// live state is s.sess, and a record written to the store gets a fresh
+// snapshot of it (a second copy per active session, and a clone of it per
+// message, otherwise).
+func (s *peerSession) keep(rec *messages.SessionRecord) {
+	rec.State = nil
+	s.rec = rec
 }
 
 func (s *peerSession) bundleID() keys.PublicKey { return keys.PublicKey(s.rec.BundleId) }
@@ -291,7 +300,7 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 	}
 	if m.Reinit == nil {
 		sess.State = next
-		s.rec = rec
+		s.keep(rec)
 		s.hold(ctx, heldReply{to: ctx.Sender(), encrypt: s.encrypted(resp, h, ct)}, w)
 		return nil // answered by flush
 	}
@@ -303,7 +312,8 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 		return resp
 	}
 	sess.State = next
-	s.rec, s.sess = rec, sess
+	s.keep(rec)
+	s.sess = sess
 	s.notify(ctx)
 	return s.encrypted(resp, h, ct)
 }
@@ -377,7 +387,7 @@ func (s *peerSession) decrypt(ctx actor.Context, m *messages.DecryptRequest) *me
 		return resp
 	}
 	s.heldNotify = s.heldNotify || confirmed != s.rec.Confirmed
-	s.rec = rec
+	s.keep(rec)
 	resp.Plaintext = r.Plaintext
 	s.hold(ctx, heldReply{to: ctx.Sender(), decrypt: resp}, writes...)
 	return nil // answered by flush
@@ -437,7 +447,8 @@ func (s *peerSession) decryptFresh(ctx actor.Context, m *messages.DecryptRequest
 		resp.Error, resp.Detail = messages.ErrorCode_STORE, err.Error()
 		return resp
 	}
-	s.rec, s.sess = rec, &fresh
+	s.keep(rec)
+	s.sess = &fresh
 	s.notify(ctx)
 	resp.Plaintext = r.Plaintext
 	return resp
@@ -450,8 +461,12 @@ func (s *peerSession) markStale(ctx actor.Context) {
 	if s.rec == nil || s.rec.Stale {
 		return
 	}
+	if s.sess == nil {
+		return
+	}
 	rec := proto.Clone(s.rec).(*messages.SessionRecord)
 	rec.Stale = true
+	rec.State = s.sess.State.Snapshot()
 	w, err := recordWrite(s.storeKey, rec)
 	if err == nil {
 		err = s.deps.commit([]persistence.Write{w})
@@ -460,7 +475,7 @@ func (s *peerSession) markStale(ctx actor.Context) {
 		s.deps.log.Warn("stale mark not persisted", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
 		return
 	}
-	s.rec = rec
+	s.keep(rec)
 }
 
 // skippedKeys lists the store keys of this session's skipped keys.
