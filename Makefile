@@ -100,11 +100,15 @@ sessions-memory:
 
 ## sessions-disk: resident memory of an engine with DISK_SESSIONS
 ## conversations in Badger of which ACTIVE_SESSIONS are active at once
-## (the command issue's goal: 1 000 000 and 100 000; about 15 minutes).
+## (the command issue's goal: 1 000 000 and 100 000, in under 1 GiB; the
+## first phase slows down past a few hundred thousand, allow an hour).
+## MEMLIMIT is the Go runtime's soft limit (GOMEMLIMIT), as an operator
+## with a 1 GiB budget sets it.
 DISK_SESSIONS ?= 1000000
 ACTIVE_SESSIONS ?= 100000
+MEMLIMIT ?= 700MiB
 sessions-disk:
-	RATCHETD_SESSIONS=$(DISK_SESSIONS) RATCHETD_ACTIVE=$(ACTIVE_SESSIONS) $(GO) test -run '^$$' -bench SessionsOnDisk -benchtime 1x -timeout 120m .
+	GOMEMLIMIT=$(MEMLIMIT) RATCHETD_SESSIONS=$(DISK_SESSIONS) RATCHETD_ACTIVE=$(ACTIVE_SESSIONS) $(GO) test -run '^$$' -bench SessionsOnDisk -benchtime 1x -timeout 180m .
 
 ## bench-peers: ratchetd's crypto against go.mau.fi/libsignal and
 ## status-im/doubleratchet, same workloads in one process (nested module

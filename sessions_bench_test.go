@@ -147,7 +147,13 @@ func simulatedPeer(tr transport.Transport, bot keys.PublicKey, e bundle.Entry, i
 }
 
 // rss is the process's resident set size in bytes.
-func rss() int64 {
+func rss() int64 { return procStatus("VmRSS:") }
+
+// rssHighWater is the process's peak resident set size in bytes.
+func rssHighWater() int64 { return procStatus("VmHWM:") }
+
+// procStatus reads a kB field of /proc/self/status, in bytes.
+func procStatus(field string) int64 {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		return 0
@@ -155,7 +161,7 @@ func rss() int64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return kb << 10
 		}
