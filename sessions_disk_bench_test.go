@@ -28,17 +28,14 @@ import (
 // BenchmarkSessionsOnDisk measures the resident memory of an engine that
 // holds RATCHETD_SESSIONS conversations in Badger (1 000 000 for the
 // command issue's goal) of which RATCHETD_ACTIVE (100 000) are active at
-// once, in memory, as PeerSession actors:
-//
-//  1. an engine with a 2 s idle timeout takes SESSIONS − ACTIVE first
-//     contacts (each a real X3DH message with a bundle, from a new
-//     identity): they are committed and passivated as they come;
-//  2. it is closed and reopened on the same directory with a 1 h idle
-//     timeout, and takes ACTIVE more: all of them stay in memory;
-//  3. with every one received, it reports the resident memory, the
-//     active sessions the engine counts and the size of the directory.
-//
-//	make sessions-disk   (RATCHETD_SESSIONS=1000000 RATCHETD_ACTIVE=100000)
+// once, in memory, as PeerSession actors. First an engine with a 2 s idle
+// timeout takes SESSIONS − ACTIVE first contacts (each a real X3DH message
+// with a bundle, from a new identity), committed and passivated as they
+// come. Then it is closed and reopened on the same directory with a 1 h
+// idle timeout and takes ACTIVE more, which all stay in memory. With every
+// one received, it reports the resident memory (also its high-water mark),
+// the active sessions the engine counts and the size of the directory.
+// `make sessions-disk` runs it with the goal's figures.
 //
 // The simulated peers run in the same process (their garbage is collected;
 // they keep nothing).

@@ -20,8 +20,8 @@ import (
 // past smallChildren (an Installation's supervisors). Four maps per
 // supervisor cost about 2 KiB per active conversation.
 type children[K comparable] struct {
-	small []*childEntry[K]           // while byKey is nil
-	byKey map[K]*childEntry[K]       // past smallChildren entries
+	small []*childEntry[K]          // while byKey is nil
+	byKey map[K]*childEntry[K]      // past smallChildren entries
 	byPID map[string]*childEntry[K] // PID id -> entry, with byKey
 	spawn func(ctx actor.Context, k K) *actor.PID
 	// idle passivates a child not used for that long (0: never).

@@ -96,13 +96,25 @@ func (c *chachaReader) Read(p []byte) (int, error) { return c.r.Read(p) }
 // second copy must then be decrypted anew (OK, with the plaintext), not be
 // reported DUPLICATE: otherwise neither copy is delivered, and the message
 // is lost. A third copy, after that commit succeeded, is a real duplicate.
-func TestHeldDuplicateAfterFailedCommit(t *testing.T) {
-	rnd := &chachaReader{rand.NewChaCha8([32]byte{'h', 'e', 'l', 'd'})}
-	lim := ratchet.DefaultLimits()
+// sessionFixture is an established session between a peer (A, the
+// initiator, driven by the test with the crypto layer) and a local
+// PeerSession (B, the responder), whose state is in a memory store: A sent
+// a first message that B decrypted, B answered, and A decrypted it.
+type sessionFixture struct {
+	a                       *ratchet.Session
+	peer                    keys.KeyPair
+	bundleID                keys.PublicKey
+	local, peerInstallation string
+	storeKey                []byte
+	mem                     *persistence.Memory
+}
 
-	// An established session: A (initiator, the peer) sent a first message
-	// that B (responder, the local side) decrypted, B answered, and A
-	// decrypted the answer. B's state is what the store holds.
+func newSessionFixture(t *testing.T, seed string) *sessionFixture {
+	t.Helper()
+	var s32 [32]byte
+	copy(s32[:], seed)
+	rnd := &chachaReader{rand.NewChaCha8(s32)}
+	lim := ratchet.DefaultLimits()
 	mustKey := func() keys.KeyPair {
 		kp, err := keys.GenerateKey(rnd)
 		if err != nil {
@@ -110,7 +122,9 @@ func TestHeldDuplicateAfterFailedCommit(t *testing.T) {
 		}
 		return kp
 	}
-	peerIdentity, spk := mustKey(), mustKey()
+	f := &sessionFixture{peer: mustKey(), local: "local-installation", peerInstallation: "peer-installation"}
+	spk := mustKey()
+	f.bundleID = spk.Public
 	var sk [32]byte
 	if _, err := rnd.Read(sk[:]); err != nil {
 		t.Fatal(err)
@@ -119,9 +133,9 @@ func TestHeldDuplicateAfterFailedCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &ratchet.Session{State: ast, Limits: lim}
+	f.a = &ratchet.Session{State: ast, Limits: lim}
 	b := &ratchet.Session{State: ratchet.NewResponder(ratchet.RootKey(sk), spk), Limits: lim}
-	h, ct, err := a.Encrypt([]byte("hello"))
+	h, ct, err := f.a.Encrypt([]byte("hello"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,17 +145,14 @@ func TestHeldDuplicateAfterFailedCommit(t *testing.T) {
 	if h, ct, err = b.Encrypt([]byte("hi")); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := a.Decrypt(h, ct, rnd); err != nil {
+	if _, _, err := f.a.Decrypt(h, ct, rnd); err != nil {
 		t.Fatal(err)
 	}
-
-	const local, peerInstallation = "local-installation", "peer-installation"
-	bundleID := spk.Public
-	storeKey := persistence.SessionKey(local, peerIdentity.Public[:], peerInstallation, bundleID[:])
+	f.storeKey = persistence.SessionKey(f.local, f.peer.Public[:], f.peerInstallation, f.bundleID[:])
 	rec := &messages.SessionRecord{
-		PeerIdentity:       peerIdentity.Public[:],
-		PeerInstallationId: peerInstallation,
-		BundleId:           bundleID[:],
+		PeerIdentity:       f.peer.Public[:],
+		PeerInstallationId: f.peerInstallation,
+		BundleId:           f.bundleID[:],
 		SymmetricKey:       sk[:],
 		Confirmed:          true, // no SessionUpdate to the (absent) supervisor
 		State:              b.State.Snapshot(),
@@ -150,14 +161,39 @@ func TestHeldDuplicateAfterFailedCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mem := persistence.NewMemory()
-	if err := mem.Commit([]persistence.Write{{Key: storeKey, Value: raw}}); err != nil {
+	f.mem = persistence.NewMemory()
+	if err := f.mem.Commit([]persistence.Write{{Key: f.storeKey, Value: raw}}); err != nil {
 		t.Fatal(err)
 	}
+	return f
+}
+
+// spawn starts B's PeerSession reading from store (the fixture's memory
+// store, or a wrapper of it), with a failFirstCommitter that writes to the
+// memory store. The actor system stops with the test.
+func (f *sessionFixture) spawn(t *testing.T, store persistence.Store) (*actor.ActorSystem, *actor.PID, *failFirstCommitter) {
+	// The session's own key source (it draws a ratchet key pair on a new
+	// chain), apart from the test's.
+	cfg := Config{Rand: &chachaReader{rand.NewChaCha8([32]byte{'s', 'e', 's', 's'})}}.withDefaults()
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return cfg.Logger }))
+	t.Cleanup(sys.Shutdown)
+	fake := &failFirstCommitter{store: f.mem}
+	d := &deps{cfg: cfg, store: store, log: cfg.Logger, stats: &stats{}, root: sys.Root}
+	d.committer = sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return fake }))
+	session := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
+		return &peerSession{deps: d, local: f.local, peer: f.peer.Public, storeKey: f.storeKey}
+	}))
+	return sys, session, fake
+}
+
+func TestHeldDuplicateAfterFailedCommit(t *testing.T) {
+	f := newSessionFixture(t, "held")
+	a, mem, bundleID, local, peerInstallation := f.a, f.mem, f.bundleID, f.local, f.peerInstallation
+	peerIdentity := f.peer
 
 	// The message delivered twice: A's next one, on a new DH chain.
 	const plaintext = "do not lose me"
-	h, ct, err = a.Encrypt([]byte(plaintext))
+	h, ct, err := a.Encrypt([]byte(plaintext))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,19 +218,7 @@ func TestHeldDuplicateAfterFailedCommit(t *testing.T) {
 		}
 	}
 	defer release() // never leave the session blocked in Started
-
-	// The session's own key source (it draws a ratchet key pair on the new
-	// chain), apart from the test's.
-	cfg := Config{Rand: &chachaReader{rand.NewChaCha8([32]byte{'s', 'e', 's', 's'})}}.withDefaults()
-	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return cfg.Logger }))
-	defer sys.Shutdown()
-	fake := &failFirstCommitter{store: mem}
-	d := &deps{cfg: cfg, store: store, log: cfg.Logger, stats: &stats{}, root: sys.Root}
-	d.committer = sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return fake }))
-
-	session := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
-		return &peerSession{deps: d, local: local, peer: peerIdentity.Public, storeKey: storeKey}
-	}))
+	sys, session, fake := f.spawn(t, store)
 	// The session is blocked in Started (its load): both copies are queued
 	// before it handles the first, hence before the Flush the first sends.
 	const wait = 5 * time.Second

@@ -184,11 +184,9 @@ func (s *peerSession) reload() error {
 	case errors.Is(err, errCorruptRecord):
 		s.deps.log.Warn("session record unreadable; starting empty", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
 		s.deps.stats.corrupt.Add(1)
-		s.rec, s.sess = nil, nil
 		s.unloaded, err = false, nil
 	default:
 		s.deps.log.Warn("session record not readable now; will retry", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
-		s.rec, s.sess = nil, nil
 		s.unloaded = true
 	}
 	return err

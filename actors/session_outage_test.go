@@ -2,17 +2,10 @@ package actors
 
 import (
 	"errors"
-	"log/slog"
-	"math/rand/v2"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/ratchetd/ratchetd/crypto/keys"
-	"github.com/ratchetd/ratchetd/crypto/ratchet"
 	"github.com/ratchetd/ratchetd/messages"
 	"github.com/ratchetd/ratchetd/persistence"
 )
@@ -37,41 +30,13 @@ func (s *flakyGetStore) Get(k []byte) ([]byte, error) {
 // session answered NO_SESSION from then on, which the gateway takes as
 // final; the message was dropped and the peer told to start over.)
 func TestSessionKeepsDurableStateThroughOutage(t *testing.T) {
-	rnd := &chachaReader{rand.NewChaCha8([32]byte{'n', 'i', 'l'})}
-	lim := ratchet.DefaultLimits()
-	mk := func() keys.KeyPair { kp, _ := keys.GenerateKey(rnd); return kp }
-	peerIdentity, spk := mk(), mk()
-	var sk [32]byte
-	rnd.Read(sk[:])
-	ast, _ := ratchet.NewInitiator(ratchet.RootKey(sk), spk.Public, rnd)
-	a := &ratchet.Session{State: ast, Limits: lim}
-	b := &ratchet.Session{State: ratchet.NewResponder(ratchet.RootKey(sk), spk), Limits: lim}
-	h, ct, _ := a.Encrypt([]byte("hello"))
-	if _, _, err := b.Decrypt(h, ct, rnd); err != nil {
-		t.Fatal(err)
-	}
-	const local, peerInst = "local", "peer"
-	bid := spk.Public
-	storeKey := persistence.SessionKey(local, peerIdentity.Public[:], peerInst, bid[:])
-	rec := &messages.SessionRecord{PeerIdentity: peerIdentity.Public[:], PeerInstallationId: peerInst, BundleId: bid[:], SymmetricKey: sk[:], Confirmed: true, State: b.State.Snapshot()}
-	raw, _ := proto.Marshal(rec)
-	mem := persistence.NewMemory()
-	mem.Commit([]persistence.Write{{Key: storeKey, Value: raw}})
-	store := &flakyGetStore{Memory: mem}
-
-	cfg := Config{Rand: &chachaReader{rand.NewChaCha8([32]byte{'s'})}}.withDefaults()
-	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return cfg.Logger }))
-	defer sys.Shutdown()
-	fake := &failFirstCommitter{store: mem}
-	d := &deps{cfg: cfg, store: store, log: cfg.Logger, stats: &stats{}, root: sys.Root}
-	d.committer = sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return fake }))
-	session := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
-		return &peerSession{deps: d, local: local, peer: peerIdentity.Public, storeKey: storeKey}
-	}))
+	f := newSessionFixture(t, "outage")
+	store := &flakyGetStore{Memory: f.mem}
+	sys, session, _ := f.spawn(t, store)
 	// Let it load.
 	time.Sleep(100 * time.Millisecond)
 	store.failGet.Store(true)
-	res, err := sys.Root.RequestFuture(session, &messages.EncryptRequest{PeerInstallationId: peerInst, Payload: []byte("x")}, 5*time.Second).Result()
+	res, err := sys.Root.RequestFuture(session, &messages.EncryptRequest{PeerInstallationId: f.peerInstallation, Payload: []byte("x")}, 5*time.Second).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,9 +44,12 @@ func TestSessionKeepsDurableStateThroughOutage(t *testing.T) {
 		t.Fatalf("encrypt during the outage: %v, want STORE", code)
 	}
 	store.failGet.Store(false) // the store is back
-	h, ct, _ = a.Encrypt([]byte("after the outage"))
-	res, err = sys.Root.RequestFuture(session, &messages.DecryptRequest{PeerInstallationId: peerInst,
-		Message: &messages.EncryptedMessageProtocol{DrHeader: h.Proto(bid), Payload: ct},
+	h, ct, err := f.a.Encrypt([]byte("after the outage"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err = sys.Root.RequestFuture(session, &messages.DecryptRequest{PeerInstallationId: f.peerInstallation,
+		Message: &messages.EncryptedMessageProtocol{DrHeader: h.Proto(f.bundleID), Payload: ct},
 		Inbox:   &messages.InboxRecord{Id: []byte("e2")}}, 5*time.Second).Result()
 	if err != nil {
 		t.Fatal(err)
