@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,12 +100,70 @@ type deps struct {
 	root      *actor.RootContext
 	committer *actor.PID
 	pool      *workerPool
+
+	// The engine spawns one SessionSupervisor per peer identity and one
+	// PeerSession per conversation, each kept while it is active: with a
+	// Props and a producer closure of its own, a child costs about 900
+	// bytes more per active conversation. Instead every such child is
+	// spawned from childProps, whose producer takes the actor spawnChild
+	// placed in handoff. Spawn calls the producer synchronously, and
+	// spawnMu holds the slot for that one call. The producer is never called
+	// again for the same child: a child's panic is recovered in place (the
+	// child reloads its durable state, as a restart would), and the parents
+	// stop, never restart, a child that fails anyway (failChild).
+	spawnMu    sync.Mutex
+	handoff    actor.Actor
+	childProps *actor.Props
 }
 
 // props are the Props of every engine actor: they run on the engine's
-// worker pool.
+// worker pool, with the engine's mailbox.
 func (d *deps) props(producer actor.Producer) *actor.Props {
-	return actor.PropsFromProducer(producer, actor.WithDispatcher(d.pool))
+	return actor.PropsFromProducer(producer, actor.WithDispatcher(d.pool), actor.WithMailbox(newMailbox))
+}
+
+// spawnChild starts a as a child of ctx on the shared childProps.
+func (d *deps) spawnChild(ctx actor.Context, a actor.Actor) *actor.PID {
+	d.spawnMu.Lock()
+	defer d.spawnMu.Unlock()
+	d.handoff = a
+	pid := ctx.Spawn(d.childProps)
+	d.handoff = nil
+	return pid
+}
+
+// produceChild is childProps' producer.
+func (d *deps) produceChild() actor.Actor {
+	a := d.handoff
+	d.handoff = nil
+	if a == nil {
+		// Not reachable (see childProps): an actor without its parameters
+		// stops at once rather than run as some other child.
+		d.log.Error("child actor produced outside spawnChild; stopped")
+		return actor.ReceiveFunc(func(c actor.Context) {
+			if _, ok := c.Message().(*actor.Started); ok {
+				c.Stop(c.Self())
+			}
+		})
+	}
+	return a
+}
+
+// failChild is the supervision of the children spawned by spawnChild: a
+// failure that escaped the child's own recovery stops it (it is never
+// restarted, which would call produceChild again). The parent's children
+// registry spawns a fresh one, from the durable state, on the next request.
+func failChild(sup actor.Supervisor, child *actor.PID, reason any, log *slog.Logger) {
+	log.Error("child actor failed; stopped", "child", child.Id, "reason", fmt.Sprint(reason))
+	sup.StopChildren(child)
+}
+
+// recovered turns a panic in an actor's Receive into an error value (nil
+// without a panic); the actor then resets itself in place.
+func recovered(r any, log *slog.Logger, who string) error {
+	err := fmt.Errorf("%s failed: %v", who, r)
+	log.Error("actor failed; restarting from its durable state", "actor", who, "reason", fmt.Sprint(r), "stack", string(debug.Stack()))
+	return err
 }
 
 // Engine owns the actor system and routes transport deliveries to the
@@ -138,6 +197,7 @@ func NewEngine(cfg Config, store persistence.Store, tr transport.Transport, deli
 	d := &deps{cfg: cfg, store: store, tr: tr, log: cfg.Logger, deliver: deliver, stats: &stats{}, pool: newWorkerPool(0, 0)}
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return cfg.Logger }))
 	d.root = sys.Root
+	d.childProps = d.props(d.produceChild)
 	d.committer = sys.Root.Spawn(d.props(func() actor.Actor { return &committer{deps: d} }))
 	return &Engine{deps: d, system: sys, installations: make(map[string]*hosted)}
 }

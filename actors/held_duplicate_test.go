@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,15 +176,25 @@ func (f *sessionFixture) spawn(t *testing.T, store persistence.Store) (*actor.Ac
 	// The session's own key source (it draws a ratchet key pair on a new
 	// chain), apart from the test's.
 	cfg := Config{Rand: &chachaReader{rand.NewChaCha8([32]byte{'s', 'e', 's', 's'})}}.withDefaults()
-	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return cfg.Logger }))
+	d := &deps{cfg: cfg, store: store, log: cfg.Logger, stats: &stats{}}
+	sys, session, fake, _ := f.spawnProduced(t, d)
+	return sys, session, fake
+}
+
+// spawnProduced starts B's PeerSession on d (its store and config) with a
+// failFirstCommitter, counting how often its producer ran.
+func (f *sessionFixture) spawnProduced(t *testing.T, d *deps) (*actor.ActorSystem, *actor.PID, *failFirstCommitter, *atomic.Int64) {
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return d.cfg.Logger }))
 	t.Cleanup(sys.Shutdown)
 	fake := &failFirstCommitter{store: f.mem}
-	d := &deps{cfg: cfg, store: store, log: cfg.Logger, stats: &stats{}, root: sys.Root}
+	d.root = sys.Root
 	d.committer = sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return fake }))
+	var produced atomic.Int64
 	session := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
+		produced.Add(1)
 		return &peerSession{deps: d, local: f.local, peer: f.peer.Public, storeKey: f.storeKey}
 	}))
-	return sys, session, fake
+	return sys, session, fake, &produced
 }
 
 func TestHeldDuplicateAfterFailedCommit(t *testing.T) {

@@ -137,6 +137,17 @@ func (in *installation) Receive(ctx actor.Context) {
 	}
 }
 
+// HandleFailure: the bundle publisher restarts, as under protoactor's
+// default strategy; a SessionSupervisor whose failure escaped its own
+// recovery is stopped (failChild).
+func (in *installation) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason, msg any) {
+	if in.publisher != nil && child.Equal(in.publisher) {
+		actor.DefaultSupervisorStrategy().HandleFailure(sys, sup, child, rs, reason, msg)
+		return
+	}
+	failChild(sup, child, reason, in.deps.log)
+}
+
 func (in *installation) start(ctx actor.Context) {
 	// A SessionSupervisor only holds its sessions' index: it is passivated
 	// like them, once its sessions have been (twice the idle time).
@@ -170,9 +181,7 @@ func (in *installation) currentPreKey() keys.PublicKey {
 }
 
 func (in *installation) spawnSupervisor(ctx actor.Context, peer keys.PublicKey) *actor.PID {
-	return ctx.Spawn(in.deps.props(func() actor.Actor {
-		return &sessionSupervisor{deps: in.deps, local: in.id, identity: in.identity, peer: peer}
-	}))
+	return in.deps.spawnChild(ctx, &sessionSupervisor{deps: in.deps, local: in.id, identity: in.identity, peer: peer})
 }
 
 // ask sends a request to the SessionSupervisor of a peer identity (held

@@ -42,6 +42,9 @@ type peerSession struct {
 	flushing   bool
 	// unloaded: the durable state could not be read (see reload).
 	unloaded bool
+	// absent: the last load found no record under the key (not even an
+	// unreadable one).
+	absent bool
 }
 
 // heldReply is an answer waiting for its batch's commit: a decrypt's
@@ -68,18 +71,34 @@ func (h heldReply) answer(err error) any {
 }
 
 func (s *peerSession) Receive(ctx actor.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.restart(ctx, recovered(r, s.deps.log, "PeerSession"))
+		}
+	}()
+	s.receive(ctx)
+}
+
+// restart recovers the session from a failure in place (it is spawned from
+// the shared childProps, see deps.spawnChild): it starts again from its last
+// durable snapshot; what was held for a commit is not taken.
+func (s *peerSession) restart(ctx actor.Context, cause error) {
+	for _, h := range s.held {
+		ctx.Send(h.to, h.answer(fmt.Errorf("session restarted before its commit: %w", cause)))
+	}
+	if s.sess != nil {
+		s.sess.State.Wipe()
+		s.sess.Skipped.Wipe()
+	}
+	s.held, s.heldWrites, s.heldRecord, s.heldNotify, s.flushing = nil, nil, 0, false, false
+	s.reload()
+}
+
+func (s *peerSession) receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		s.deps.stats.sessionsActive.Add(1)
 		s.reload()
-	case *actor.Restarting:
-		// A failure restarts the session from its last durable snapshot;
-		// what was held for a commit is not taken.
-		s.deps.stats.sessionsActive.Add(-1)
-		for _, h := range s.held {
-			ctx.Send(h.to, h.answer(errors.New("session restarted before its commit")))
-		}
-		s.held, s.heldWrites, s.heldRecord = nil, nil, 0
 	case *actor.Stopped:
 		s.deps.stats.sessionsActive.Add(-1)
 		if s.sess != nil {
@@ -194,7 +213,8 @@ func (s *peerSession) reload() error {
 
 func (s *peerSession) load() error {
 	raw, err := s.deps.store.Get(s.storeKey)
-	if errors.Is(err, persistence.ErrNotFound) {
+	s.absent = errors.Is(err, persistence.ErrNotFound)
+	if s.absent {
 		return nil
 	}
 	if err != nil {
@@ -476,8 +496,15 @@ func (s *peerSession) markStale(ctx actor.Context) {
 	s.keep(rec)
 }
 
-// skippedKeys lists the store keys of this session's skipped keys.
+// skippedKeys lists the store keys of this session's skipped keys. With no
+// record under this key there are none (they are written only with the
+// record, which is never deleted, and this actor is the key's only writer),
+// so a first contact reads nothing: a prefix scan would read a block of
+// every level of the tree for a key that is not there.
 func (s *peerSession) skippedKeys() ([][]byte, error) {
+	if s.rec == nil && s.absent {
+		return nil, nil
+	}
 	var out [][]byte
 	err := s.deps.store.Scan(persistence.SkippedPrefix(s.storeKey), func(k, _ []byte) error {
 		out = append(out, bytes.Clone(k))

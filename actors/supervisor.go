@@ -3,6 +3,7 @@ package actors
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -37,22 +38,80 @@ type sessionMeta struct {
 // sessionSupervisor is the SessionSupervisor actor of one peer identity. It
 // routes each message to the PeerSession named by its bundle id, creates
 // sessions (active X3DH on send, passive X3DH on an X3DH header), breaks
-// ties between concurrent sessions, and restarts a failed session (the
-// default one-for-one strategy), which reloads its last durable snapshot.
+// ties between concurrent sessions. A session that fails restarts in place
+// from its last durable snapshot (peerSession.restart).
 type sessionSupervisor struct {
 	deps     *deps
 	local    string
 	identity keys.KeyPair
 	peer     keys.PublicKey
 
-	meta     map[sessionKey]*sessionMeta
+	meta     metaIndex
 	sessions *children[sessionKey]
 }
 
+// metaIndex is a supervisor's sessions by key, held inline in a slice: a
+// peer identity has one session per installation and bundle, a handful at
+// most, and a Go map costs several hundred bytes more per active
+// conversation than one entry here.
+type metaIndex []metaEntry
+
+type metaEntry struct {
+	k    sessionKey
+	meta sessionMeta
+}
+
+// get returns the session of k, or nil; the pointer is valid until the next
+// set or del.
+func (x metaIndex) get(k sessionKey) *sessionMeta {
+	for i := range x {
+		if x[i].k == k {
+			return &x[i].meta
+		}
+	}
+	return nil
+}
+
+func (x *metaIndex) set(k sessionKey, m sessionMeta) {
+	if old := x.get(k); old != nil {
+		*old = m
+		return
+	}
+	*x = append(*x, metaEntry{k, m})
+}
+
+func (x *metaIndex) del(k sessionKey) {
+	for i := range *x {
+		if (*x)[i].k == k {
+			*x = slices.Delete(*x, i, i+1)
+			return
+		}
+	}
+}
+
 func (s *sessionSupervisor) Receive(ctx actor.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			// Recovered in place (see deps.spawnChild): the index is read
+			// again from the store; the sessions, which own their state,
+			// keep running.
+			recovered(r, s.deps.log, "SessionSupervisor")
+			s.meta = nil
+			s.loadIndex()
+		}
+	}()
+	s.receive(ctx)
+}
+
+// HandleFailure stops a PeerSession whose failure escaped its own recovery
+// (see failChild).
+func (s *sessionSupervisor) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, _ *actor.RestartStatistics, reason, _ any) {
+	failChild(sup, child, reason, s.deps.log)
+}
+
+func (s *sessionSupervisor) receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
-		s.meta = make(map[sessionKey]*sessionMeta)
 		s.sessions = newChildren(s.spawn, s.deps.cfg.SessionIdleTimeout, func() { s.deps.stats.passivations.Add(1) })
 		s.loadIndex()
 	case *messages.Tick:
@@ -66,10 +125,11 @@ func (s *sessionSupervisor) Receive(ctx actor.Context) {
 	case *messages.ResetSending:
 		// Not sent on any more; each session also records it, so that it
 		// holds after a passivation or a restart.
-		for k, meta := range s.meta {
-			if k.installation == m.PeerInstallationId && !meta.stale {
-				meta.stale = true
-				s.sessions.forward(ctx, k, m, nil)
+		for i := range s.meta {
+			e := &s.meta[i]
+			if e.k.installation == m.PeerInstallationId && !e.meta.stale {
+				e.meta.stale = true
+				s.sessions.forward(ctx, e.k, m, nil)
 			}
 		}
 	case *messages.SessionsQuery:
@@ -107,22 +167,22 @@ func (s *sessionSupervisor) update(m *messages.SessionUpdate) {
 	}
 	if len(m.SymmetricKey) == 0 {
 		// A session the supervisor made was never committed: forget it.
-		delete(s.meta, sessionKey{m.PeerInstallationId, bid})
+		s.meta.del(sessionKey{m.PeerInstallationId, bid})
 		return
 	}
 	if len(m.SymmetricKey) != 32 {
 		return
 	}
-	meta := &sessionMeta{initiator: m.Initiator, confirmed: m.Confirmed, stale: m.Stale}
+	meta := sessionMeta{initiator: m.Initiator, confirmed: m.Confirmed, stale: m.Stale}
 	copy(meta.sk[:], m.SymmetricKey)
 	if len(m.PeerEphemeralKey) == keys.PublicKeySize {
 		meta.peerEK = keys.PublicKey(m.PeerEphemeralKey)
 	}
 	k := sessionKey{m.PeerInstallationId, bid}
-	if old := s.meta[k]; old != nil && old.sk == meta.sk {
+	if old := s.meta.get(k); old != nil && old.sk == meta.sk {
 		meta.stale = meta.stale || old.stale // the same session, updated
 	}
-	s.meta[k] = meta
+	s.meta.set(k, meta)
 }
 
 // sender picks the session to send on for one peer installation
@@ -134,7 +194,8 @@ func (s *sessionSupervisor) update(m *messages.SessionUpdate) {
 func (s *sessionSupervisor) sender(installation string, peerSPK, ownSPK keys.PublicKey) (sessionKey, bool) {
 	var best sessionKey
 	var bestSK []byte
-	for k, m := range s.meta {
+	for i := range s.meta {
+		k, m := s.meta[i].k, &s.meta[i].meta
 		if k.installation != installation || m.stale {
 			continue
 		}
@@ -171,9 +232,9 @@ func (s *sessionSupervisor) encrypt(ctx actor.Context, m *messages.EncryptReques
 		// reports back: a second send queued behind this one must use it,
 		// not run X3DH again and replace it (the session commits it with
 		// this request's message, before any later request reaches it).
-		meta := &sessionMeta{initiator: true}
+		meta := sessionMeta{initiator: true}
 		copy(meta.sk[:], rec.SymmetricKey)
-		s.meta[k] = meta
+		s.meta.set(k, meta)
 		m = proto.Clone(m).(*messages.EncryptRequest)
 		m.Reinit = rec
 		s.deps.stats.x3dhActive.Add(1)
@@ -212,7 +273,7 @@ func (s *sessionSupervisor) decrypt(ctx actor.Context, m *messages.DecryptReques
 		return
 	}
 	k := sessionKey{m.PeerInstallationId, bid}
-	meta := s.meta[k]
+	meta := s.meta.get(k)
 	if hdr := m.GetMessage().GetX3DhHeader(); hdr != nil && m.SignedPreKey != nil && bytes.Equal(hdr.Id, bid[:]) {
 		ek, err := keys.ParsePublicKey(hdr.Key)
 		if err != nil {
@@ -251,15 +312,13 @@ func (s *sessionSupervisor) decrypt(ctx actor.Context, m *messages.DecryptReques
 // store.
 func (s *sessionSupervisor) spawn(ctx actor.Context, k sessionKey) *actor.PID {
 	storeKey := persistence.SessionKey(s.local, s.peer[:], k.installation, k.bundleID[:])
-	props := s.deps.props(func() actor.Actor {
-		return &peerSession{deps: s.deps, local: s.local, peer: s.peer, storeKey: storeKey}
-	})
-	return ctx.Spawn(props)
+	return s.deps.spawnChild(ctx, &peerSession{deps: s.deps, local: s.local, peer: s.peer, storeKey: storeKey})
 }
 
 func (s *sessionSupervisor) query() *messages.SessionsReply {
 	r := &messages.SessionsReply{}
-	for k, m := range s.meta {
+	for _, e := range s.meta {
+		k, m := e.k, e.meta
 		r.Sessions = append(r.Sessions, &messages.SessionInfo{
 			PeerInstallationId: k.installation, BundleId: bytes.Clone(k.bundleID[:]),
 			Initiator: m.initiator, Confirmed: m.confirmed,
