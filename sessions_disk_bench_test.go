@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
@@ -73,12 +74,38 @@ func sessionsOnDisk(b *testing.B, total, active int) {
 		return eng
 	}
 
-	// Phase 1: the idle majority.
+	// Phase 1: the idle majority. RATCHETD_PHASE1 names a directory where
+	// it is kept (first run) or taken from (later runs, which copy it into
+	// dir), so that phase 2 can be measured again without an hour of
+	// phase 1.
 	mem := transport.NewMemory(transport.MemoryOptions{})
 	eng := open(2*time.Second, mem)
-	bot, err := eng.CreateAccount()
-	if err != nil {
-		b.Fatal(err)
+	kept := os.Getenv("RATCHETD_PHASE1")
+	var bot *ratchetd.Account
+	var err error
+	reused := false
+	if kept != "" {
+		if id, err := os.ReadFile(filepath.Join(kept, "phase1.bot")); err == nil {
+			eng.Close()
+			mem.Close()
+			if err := os.RemoveAll(dir); err != nil {
+				b.Fatal(err)
+			}
+			if out, err := exec.Command("cp", "-a", kept, dir).CombinedOutput(); err != nil {
+				b.Fatalf("copy %s: %v %s", kept, err, out)
+			}
+			mem = transport.NewMemory(transport.MemoryOptions{})
+			eng = open(2*time.Second, mem)
+			if bot, err = eng.Account(string(id)); err != nil {
+				b.Fatal(err)
+			}
+			reused = true
+		}
+	}
+	if bot == nil {
+		if bot, err = eng.CreateAccount(); err != nil {
+			b.Fatal(err)
+		}
 	}
 	botID := bot.InstallationID()
 	code, _ := bot.ExportBundle()
@@ -96,10 +123,14 @@ func sessionsOnDisk(b *testing.B, total, active int) {
 		b.Fatal(err)
 	}
 	start := time.Now()
-	sim.run(b, mem, 0, total-active, &received)
-	idleDone := time.Since(start)
-	fmt.Printf("phase 1: %d conversations in %v (%.0f/s), rss %d MiB, engine active sessions %d\n",
-		total-active, idleDone.Round(time.Second), float64(total-active)/idleDone.Seconds(), rss()>>20, eng.Stats().SessionsActive)
+	if !reused {
+		sim.run(b, mem, 0, total-active, &received)
+		idleDone := time.Since(start)
+		fmt.Printf("phase 1: %d conversations in %v (%.0f/s), rss %d MiB, engine active sessions %d\n",
+			total-active, idleDone.Round(time.Second), float64(total-active)/idleDone.Seconds(), rss()>>20, eng.Stats().SessionsActive)
+	} else {
+		fmt.Printf("phase 1: %d conversations taken from %s\n", total-active, kept)
+	}
 	if path := os.Getenv("RATCHETD_HEAPPROFILE"); path != "" {
 		runtime.GC()
 		if f, err := os.Create(path + ".phase1"); err == nil {
@@ -109,6 +140,14 @@ func sessionsOnDisk(b *testing.B, total, active int) {
 	}
 	eng.Close()
 	mem.Close()
+	if kept != "" && !reused {
+		if out, err := exec.Command("cp", "-a", dir, kept).CombinedOutput(); err != nil {
+			b.Fatalf("keep phase 1 in %s: %v %s", kept, err, out)
+		}
+		if err := os.WriteFile(filepath.Join(kept, "phase1.bot"), []byte(botID), 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
 
 	// Phase 2: the active set, on the reopened engine.
 	mem = transport.NewMemory(transport.MemoryOptions{})
@@ -138,8 +177,9 @@ func sessionsOnDisk(b *testing.B, total, active int) {
 		}
 	}
 	hwm := rssHighWater() // the process's peak, both phases, between samples too
-	fmt.Printf("sessions_on_disk=%d active=%d engine_active_sessions=%d rss_before=%dMiB rss_reopened=%dMiB rss_end=%dMiB rss_settled=%dMiB rss_high_water=%dMiB heap_inuse=%dMiB sys=%dMiB dir=%dMiB phase2=%v\n",
-		total, active, st.SessionsActive, base>>20, reopened>>20, peak>>20, settled>>20, hwm>>20, ms.HeapInuse>>20, ms.Sys>>20, size>>20, elapsed.Round(time.Second))
+	fmt.Printf("sessions_on_disk=%d active=%d engine_active_sessions=%d rss_before=%dMiB rss_reopened=%dMiB rss_end=%dMiB rss_settled=%dMiB rss_high_water=%dMiB rss_anon=%dMiB rss_file=%dMiB heap_inuse=%dMiB heap_unreleased=%dMiB sys=%dMiB dir=%dMiB phase2=%v\n",
+		total, active, st.SessionsActive, base>>20, reopened>>20, peak>>20, settled>>20, hwm>>20, procStatus("RssAnon:")>>20, procStatus("RssFile:")>>20,
+		ms.HeapInuse>>20, (ms.HeapIdle-ms.HeapReleased)>>20, ms.Sys>>20, size>>20, elapsed.Round(time.Second))
 	b.ReportMetric(float64(hwm)/(1<<20), "MiB-rss-peak")
 	b.ReportMetric(float64(st.SessionsActive), "active-sessions")
 	if st.SessionsActive < int64(active) {
@@ -247,8 +287,15 @@ func (s *peerSimulator) run(b *testing.B, tr transport.Transport, from, to int, 
 				n := received.Load()
 				var ms runtime.MemStats
 				runtime.ReadMemStats(&ms)
-				fmt.Printf("  %v: %d received (%.0f/s now), rss %d MiB, heap in use %d MiB\n",
-					time.Since(start).Round(time.Second), n, float64(n-last)/30, rss()>>20, ms.HeapInuse>>20)
+				fmt.Printf("  %v: %d received (%.0f/s now), rss %d MiB (anon %d, file %d), heap in use %d MiB\n",
+					time.Since(start).Round(time.Second), n, float64(n-last)/30, rss()>>20, procStatus("RssAnon:")>>20, procStatus("RssFile:")>>20, ms.HeapInuse>>20)
+				if path := os.Getenv("RATCHETD_HEAPPROFILE"); path != "" {
+					// A profile at every progress line, named by how far.
+					if f, err := os.Create(fmt.Sprintf("%s.%07d", path, n)); err == nil {
+						pprof.WriteHeapProfile(f)
+						f.Close()
+					}
+				}
 				last = n
 			}
 		}
