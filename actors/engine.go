@@ -114,6 +114,55 @@ type deps struct {
 	spawnMu    sync.Mutex
 	handoff    actor.Actor
 	childProps *actor.Props
+
+	// peerMarks: every stored device and session of this store has its
+	// persistence.PeerKey (see peerMarksKept).
+	peerMarks bool
+}
+
+// errStopScan ends a Scan early.
+var errStopScan = errors.New("actors: scan stopped")
+
+// peerMarksKept reports whether the store keeps a persistence.PeerKey for
+// every peer with a stored device or session: one that has PeerMarksKey, or
+// an empty one, which gets it now. A store written before the marks keeps
+// being scanned for every new peer.
+func peerMarksKept(store persistence.Store, log *slog.Logger) bool {
+	_, err := store.Get(persistence.PeerMarksKey())
+	if err == nil {
+		return true
+	}
+	if !errors.Is(err, persistence.ErrNotFound) {
+		log.Warn("store: peer marks unknown; peers will be scanned", "err", err)
+		return false
+	}
+	empty := true
+	err = store.Scan(nil, func(_, _ []byte) error {
+		empty = false
+		return errStopScan
+	})
+	if !empty || (err != nil && !errors.Is(err, errStopScan)) {
+		return false
+	}
+	return store.Commit([]persistence.Write{{Key: persistence.PeerMarksKey(), Value: []byte{1}}}) == nil
+}
+
+// knownPeer reports whether local may have stored devices or sessions
+// (kind) of a peer identity: false only when the store keeps peer marks and has none for it
+// (a point lookup, usually answered by a bloom filter), so that a first
+// contact reads no tree block.
+func (d *deps) knownPeer(local string, identity []byte, kind byte) bool {
+	if !d.peerMarks {
+		return true
+	}
+	_, err := d.store.Get(persistence.PeerKey(local, identity, kind))
+	return !errors.Is(err, persistence.ErrNotFound)
+}
+
+// peerMark is the write of a peer's mark of one kind, in the commit of its
+// first device or session record.
+func peerMark(local string, identity []byte, kind byte) persistence.Write {
+	return persistence.Write{Key: persistence.PeerKey(local, identity, kind), Value: []byte{1}}
 }
 
 // props are the Props of every engine actor: they run on the engine's
@@ -198,6 +247,7 @@ func NewEngine(cfg Config, store persistence.Store, tr transport.Transport, deli
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return cfg.Logger }))
 	d.root = sys.Root
 	d.childProps = d.props(d.produceChild)
+	d.peerMarks = peerMarksKept(store, cfg.Logger)
 	d.committer = sys.Root.Spawn(d.props(func() actor.Actor { return &committer{deps: d} }))
 	return &Engine{deps: d, system: sys, installations: make(map[string]*hosted)}
 }

@@ -387,7 +387,7 @@ func (in *installation) processBundle(ctx actor.Context, sender keys.PublicKey, 
 func (in *installation) storeBundle(ctx actor.Context, v *bundle.Verified) {
 	own := v.Identity == in.identity.Public
 	var writes []persistence.Write
-	pairedChanged := false
+	pairedChanged, marked := false, false
 	for _, e := range v.Entries {
 		if own && e.InstallationID == in.id {
 			continue
@@ -396,6 +396,11 @@ func (in *installation) storeBundle(ctx actor.Context, v *bundle.Verified) {
 		d := devices[e.InstallationID]
 		changed := false
 		if d == nil {
+			if !marked && len(devices) == 0 {
+				// The identity's first device: its mark goes with it.
+				writes = append(writes, peerMark(in.id, v.Identity[:], persistence.MarkDevices))
+				marked = true
+			}
 			d = &messages.DeviceRecord{
 				Identity: v.Identity[:], InstallationId: e.InstallationID, SignedPreKey: e.SignedPreKey[:],
 				Version: e.Version, ProtocolVersion: e.ProtocolVersion, Timestamp: v.Timestamp,

@@ -27,6 +27,7 @@ type registry struct {
 	log   *slog.Logger
 	stats *stats
 	max   int
+	known func(local string, identity []byte, kind byte) bool // deps.knownPeer
 
 	byID map[keys.PublicKey]*list.Element // -> *registryEntry
 	lru  *list.List                       // front: most recently used
@@ -38,7 +39,7 @@ type registryEntry struct {
 }
 
 func newRegistry(d *deps, local string) *registry {
-	return &registry{store: d.store, local: local, log: d.log, stats: d.stats, max: d.cfg.DeviceCacheSize, byID: map[keys.PublicKey]*list.Element{}, lru: list.New()}
+	return &registry{store: d.store, local: local, log: d.log, stats: d.stats, max: d.cfg.DeviceCacheSize, known: d.knownPeer, byID: map[keys.PublicKey]*list.Element{}, lru: list.New()}
 }
 
 // of returns the devices of an identity (the map may be updated in place by
@@ -62,6 +63,9 @@ func (r *registry) of(identity keys.PublicKey) map[string]*messages.DeviceRecord
 // reported with its key and skipped.
 func (r *registry) load(identity keys.PublicKey) map[string]*messages.DeviceRecord {
 	devices := map[string]*messages.DeviceRecord{}
+	if !r.known(r.local, identity[:], persistence.MarkDevices) {
+		return devices // a new peer: no devices
+	}
 	err := r.store.Scan(persistence.DeviceIdentityPrefix(r.local, identity[:]), func(k, v []byte) error {
 		d, err := parseDevice(v)
 		if err != nil {

@@ -266,6 +266,16 @@ func (s *peerSession) use(rec *messages.SessionRecord, skipped []*messages.Skipp
 func (s *peerSession) keep(rec *messages.SessionRecord) {
 	rec.State = nil
 	s.rec = rec
+	s.absent = false
+}
+
+// marked adds the peer's mark (persistence.PeerKey) to the commit of the
+// first record under this session's key.
+func (s *peerSession) marked(writes []persistence.Write) []persistence.Write {
+	if s.absent {
+		writes = append(writes, peerMark(s.local, s.peer[:], persistence.MarkSessions))
+	}
+	return writes
 }
 
 func (s *peerSession) bundleID() keys.PublicKey { return keys.PublicKey(s.rec.BundleId) }
@@ -322,7 +332,7 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 		s.hold(ctx, heldReply{to: ctx.Sender(), encrypt: s.encrypted(resp, h, ct)}, w)
 		return nil // answered by flush
 	}
-	if err := s.deps.commit(append(writes, w)); err != nil {
+	if err := s.deps.commit(s.marked(append(writes, w))); err != nil {
 		// The supervisor indexed the new session when it made it: it does
 		// not exist, so the next send makes another.
 		ctx.Send(ctx.Parent(), &messages.SessionUpdate{PeerInstallationId: m.Reinit.PeerInstallationId, BundleId: m.Reinit.BundleId})
@@ -532,7 +542,7 @@ func (s *peerSession) decryptWrites(rec *messages.SessionRecord, r *ratchet.Resu
 	if err != nil {
 		return nil, err
 	}
-	writes := []persistence.Write{w}
+	writes := s.marked([]persistence.Write{w})
 	if inbox != nil {
 		ib := proto.Clone(inbox).(*messages.InboxRecord)
 		ib.Payload = r.Plaintext

@@ -142,6 +142,9 @@ func (s *sessionSupervisor) receive(ctx actor.Context) {
 // loadIndex reads the metadata of every stored session with this peer. A
 // record that cannot be read is reported with its key and left out.
 func (s *sessionSupervisor) loadIndex() {
+	if !s.deps.knownPeer(s.local, s.peer[:], persistence.MarkSessions) {
+		return // a new peer: no sessions
+	}
 	err := s.deps.store.Scan(persistence.SessionPrefix(s.local, s.peer[:]), func(k, v []byte) error {
 		var rec messages.SessionRecord
 		if err := proto.Unmarshal(v, &rec); err != nil {

@@ -53,6 +53,8 @@ const (
 	prefixOutbox       byte = 'o'
 	prefixInitiation   byte = 'e'
 	prefixReplay       byte = 'r'
+	prefixPeer         byte = 'p'
+	prefixMeta         byte = 'm'
 )
 
 func appendField(k []byte, f []byte) []byte {
@@ -106,6 +108,29 @@ func SessionKey(local string, peer []byte, peerInstallation string, bundleID []b
 func SessionPrefix(local string, peer []byte) []byte {
 	return key(prefixSession, []byte(local), peer)
 }
+
+// PeerKey marks that a local installation has stored something (a device or
+// a session) for a peer identity. It is written in the same commit as the
+// first such record, so that a peer never seen is told apart by a point
+// lookup, which Badger answers from a table's bloom filter, instead of a
+// prefix scan, which reads a block of every level of the tree (and maps it
+// into the process: see PeerMarksKey).
+// Devices and sessions have a mark each (kind MarkDevices, MarkSessions):
+// a peer's first message stores its device before its session exists.
+func PeerKey(local string, identity []byte, kind byte) []byte {
+	return key(prefixPeer, []byte(local), identity, []byte{kind})
+}
+
+// The kinds of PeerKey.
+const (
+	MarkDevices  byte = 'd'
+	MarkSessions byte = 's'
+)
+
+// PeerMarksKey is present in a store whose every stored device and session
+// has its PeerKey: a store created empty by an engine that writes them. A
+// store from before then has no such key, and is scanned as before.
+func PeerMarksKey() []byte { return key(prefixMeta, []byte("peer-marks")) }
 
 // SkippedKey is one skipped message key of a session, ordered by sequence.
 func SkippedKey(session []byte, seq uint64) []byte {
