@@ -40,6 +40,13 @@ import (
 //
 // The simulated peers run in the same process (their garbage is collected;
 // they keep nothing).
+//
+// RATCHETD_PHASE1=DIR keeps phase 1's directory in DIR, or, if DIR holds
+// one, starts from a copy of it; with RATCHETD_PHASE1_ONLY the run stops
+// once it is kept. `make sessions-disk` builds phase 1 once that way and
+// runs phase 2 in a fresh process (inside a 1 GiB memory cgroup where one
+// can be made), so that its memory is the engine's holding the
+// conversations, not what the loading left behind.
 func BenchmarkSessionsOnDisk(b *testing.B) {
 	total, active := 20000, 2000
 	if v, err := strconv.Atoi(os.Getenv("RATCHETD_SESSIONS")); err == nil && v > 0 {
@@ -146,6 +153,10 @@ func sessionsOnDisk(b *testing.B, total, active int) {
 		}
 		if err := os.WriteFile(filepath.Join(kept, "phase1.bot"), []byte(botID), 0o600); err != nil {
 			b.Fatal(err)
+		}
+		if os.Getenv("RATCHETD_PHASE1_ONLY") != "" {
+			fmt.Printf("phase 1 kept in %s\n", kept)
+			return
 		}
 	}
 
