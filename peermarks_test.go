@@ -123,3 +123,85 @@ func TestFirstContactScansNothing(t *testing.T) {
 		t.Fatalf("bob got %q", got)
 	}
 }
+
+// markFailStore fails every commit that fail matches, until disarmed
+// (the Committer retries a failed group commit request by request).
+type markFailStore struct {
+	*persistence.Memory
+	mu   sync.Mutex
+	fail func([]persistence.Write) bool
+}
+
+func (s *markFailStore) arm(f func([]persistence.Write) bool) {
+	s.mu.Lock()
+	s.fail = f
+	s.mu.Unlock()
+}
+
+func (s *markFailStore) Commit(ws []persistence.Write) error {
+	s.mu.Lock()
+	f := s.fail
+	if f != nil && f(ws) {
+		s.mu.Unlock()
+		return errors.New("injected commit failure")
+	}
+	s.mu.Unlock()
+	return s.Memory.Commit(ws)
+}
+
+// TestDeviceWriteCarriesMark: every commit of a device record carries the
+// identity's mark. (Found by review: the mark went only with the first
+// device in the registry's cache; when that commit, not waited for,
+// failed, a later device write (the user disabling the device) committed
+// without it, and after a restart the registry took the identity for a new
+// peer: the device was invisible, and the next bundle re-created it
+// enabled.) Here every commit with the mark fails during an outage, the
+// disable is retried after it, and after a restart the device is known
+// and still disabled.
+func TestDeviceWriteCarriesMark(t *testing.T) {
+	w := newWorld(t, transport.Faults{}, nil)
+	fs := &markFailStore{Memory: w.store}
+	w.restart(func(o *ratchetd.Options) { o.Store = fs })
+	alice, bob := w.account(), w.account()
+	aliceID := alice.Identity()
+	mark := persistence.PeerKey(bob.InstallationID(), aliceID[:], persistence.MarkDevices)
+	fs.arm(func(ws []persistence.Write) bool {
+		for _, w := range ws {
+			if bytes.Equal(w.Key, mark) {
+				return true
+			}
+		}
+		return false
+	})
+	introduce(t, bob, alice) // bob stores alice's device: that commit fails
+	if err := bob.DisableDevice(aliceID, alice.InstallationID()); err == nil {
+		t.Fatal("a device write without its mark was committed")
+	}
+	fs.arm(nil) // the outage ends; the user disables the device again
+	if err := bob.DisableDevice(aliceID, alice.InstallationID()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.store.Get(persistence.DeviceKey(bob.InstallationID(), aliceID[:], alice.InstallationID())); err != nil {
+		t.Fatalf("device record not stored: %v", err)
+	}
+	_, markErr := w.store.Get(mark)
+
+	w.restart(nil)
+	alice, bob = w.reload(alice), w.reload(bob)
+	ds, err := bob.Devices(aliceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 1 || ds[0].Enabled {
+		t.Errorf("after a restart bob knows %d devices of alice (%+v), want 1, disabled; the mark in the store: %v", len(ds), ds, markErr)
+	}
+	// alice's bundle again (Status attaches it to every message).
+	introduce(t, bob, alice)
+	ds, err = bob.Devices(aliceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 1 || ds[0].Enabled {
+		t.Errorf("after alice's next bundle: %+v, want her device still disabled", ds)
+	}
+}

@@ -396,11 +396,6 @@ func (in *installation) storeBundle(ctx actor.Context, v *bundle.Verified) {
 		d := devices[e.InstallationID]
 		changed := false
 		if d == nil {
-			if !marked && len(devices) == 0 {
-				// The identity's first device: its mark goes with it.
-				writes = append(writes, peerMark(in.id, v.Identity[:], persistence.MarkDevices))
-				marked = true
-			}
 			d = &messages.DeviceRecord{
 				Identity: v.Identity[:], InstallationId: e.InstallationID, SignedPreKey: e.SignedPreKey[:],
 				Version: e.Version, ProtocolVersion: e.ProtocolVersion, Timestamp: v.Timestamp,
@@ -429,6 +424,13 @@ func (in *installation) storeBundle(ctx actor.Context, v *bundle.Verified) {
 		val, err := proto.Marshal(d)
 		if err != nil {
 			continue
+		}
+		if !marked {
+			// Every commit of a device record carries the identity's mark
+			// (a few bytes): the registry's cache cannot tell whether an
+			// earlier one, not waited for, was committed.
+			writes = append(writes, peerMark(in.id, v.Identity[:], persistence.MarkDevices))
+			marked = true
 		}
 		writes = append(writes, persistence.Write{Key: persistence.DeviceKey(in.id, v.Identity[:], e.InstallationID), Value: val})
 		devices[e.InstallationID] = d
@@ -887,7 +889,8 @@ func (in *installation) setEnabled(ctx actor.Context, m *messages.SetDeviceEnabl
 	d.Enabled = m.Enabled
 	v, err := proto.Marshal(d)
 	if err == nil {
-		err = in.deps.commit([]persistence.Write{{Key: persistence.DeviceKey(in.id, m.Identity, m.InstallationId), Value: v}})
+		err = in.deps.commit([]persistence.Write{{Key: persistence.DeviceKey(in.id, m.Identity, m.InstallationId), Value: v},
+			peerMark(in.id, m.Identity, persistence.MarkDevices)})
 	}
 	if err != nil {
 		return &messages.Ack{Error: messages.ErrorCode_STORE, Detail: err.Error()}
