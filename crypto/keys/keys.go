@@ -137,14 +137,20 @@ func (sk PrivateKey) KeyPair() (KeyPair, error) {
 	return KeyPair{Private: sk, Public: pub}, nil
 }
 
-// Public computes the compressed public key of sk.
+// Public computes the compressed public key of sk (remembered: see
+// publicKeys).
 func (sk PrivateKey) Public() (PublicKey, error) {
+	d := secretDigest(&sk)
+	if pk, ok := publicKeys.get(&d); ok {
+		return pk, nil
+	}
 	var pk PublicKey
 	e, err := sk.ecdsa()
 	if err != nil {
 		return pk, err
 	}
 	copy(pk[:], gethcrypto.CompressPubkey(&e.PublicKey))
+	publicKeys.add(&d, pk)
 	return pk, nil
 }
 
