@@ -148,9 +148,9 @@ func peerMarksKept(store persistence.Store, log *slog.Logger) bool {
 }
 
 // knownPeer reports whether local may have stored devices or sessions
-// (kind) of a peer identity: false only when the store keeps peer marks and has none for it
-// (a point lookup, usually answered by a bloom filter), so that a first
-// contact reads no tree block.
+// (kind) of a peer identity: false only when the store keeps peer marks and
+// has none for it (a point lookup, usually answered by a bloom filter), so
+// that a first contact reads no tree block.
 func (d *deps) knownPeer(local string, identity []byte, kind byte) bool {
 	if !d.peerMarks {
 		return true
@@ -159,8 +159,8 @@ func (d *deps) knownPeer(local string, identity []byte, kind byte) bool {
 	return !errors.Is(err, persistence.ErrNotFound)
 }
 
-// peerMark is the write of a peer's mark of one kind, in the commit of its
-// first device or session record.
+// peerMark is the write of a peer's mark of one kind: in every commit of a
+// device record, and in the commit of a session's first record.
 func peerMark(local string, identity []byte, kind byte) persistence.Write {
 	return persistence.Write{Key: persistence.PeerKey(local, identity, kind), Value: []byte{1}}
 }
@@ -207,8 +207,8 @@ func failChild(sup actor.Supervisor, child *actor.PID, reason any, log *slog.Log
 	sup.StopChildren(child)
 }
 
-// recovered turns a panic in an actor's Receive into an error value (nil
-// without a panic); the actor then resets itself in place.
+// recovered logs a panic recovered in an actor's Receive and returns it as
+// an error; the actor then resets itself in place.
 func recovered(r any, log *slog.Logger, who string) error {
 	err := fmt.Errorf("%s failed: %v", who, r)
 	log.Error("actor failed; restarting from its durable state", "actor", who, "reason", fmt.Sprint(r), "stack", string(debug.Stack()))
