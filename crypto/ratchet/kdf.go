@@ -1,12 +1,9 @@
 package ratchet
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
 	"fmt"
 	"io"
-
-	"golang.org/x/crypto/hkdf"
 )
 
 // Domain-separation labels of Status's EthereumCrypto (status-compat.md §6.2,
@@ -47,10 +44,7 @@ func (k HeaderKey) Format(f fmt.State, _ rune)  { io.WriteString(f, k.String()) 
 // header key. The header key is unused by Status (no header encryption).
 func KDFRK(rk RootKey, dh [32]byte) (RootKey, ChainKey, HeaderKey) {
 	var out [96]byte
-	r := hkdf.New(sha256.New, dh[:], rk[:], []byte(rootInfo))
-	if _, err := io.ReadFull(r, out[:]); err != nil {
-		panic("ratchet: hkdf: " + err.Error()) // 96 <= 255*32: cannot happen
-	}
+	hkdfSHA256(out[:], dh[:], rk[:], rootInfo)
 	var root RootKey
 	var ck ChainKey
 	var hk HeaderKey
@@ -64,15 +58,7 @@ func KDFRK(rk RootKey, dh [32]byte) (RootKey, ChainKey, HeaderKey) {
 // KDFCK is Status's chain KDF (status-compat.md §6.2):
 // next = HMAC-SHA256(ck, 0x0F), mk = HMAC-SHA256(ck, 0x10).
 func KDFCK(ck ChainKey) (ChainKey, MessageKey) {
-	var next ChainKey
-	var mk MessageKey
-	m := hmac.New(sha256.New, ck[:])
-	m.Write(chainStep)
-	m.Sum(next[:0])
-	m.Reset()
-	m.Write(messageStep)
-	m.Sum(mk[:0])
-	return next, mk
+	return ChainKey(hmacShort(ck[:], chainStep)), MessageKey(hmacShort(ck[:], messageStep))
 }
 
 // messageKeys is the expansion of a message key (status-compat.md §6.2):
@@ -87,10 +73,7 @@ type messageKeys struct {
 func expand(mk MessageKey) messageKeys {
 	var salt [32]byte
 	var out [80]byte
-	r := hkdf.New(sha256.New, mk[:], salt[:], []byte(messageInfo))
-	if _, err := io.ReadFull(r, out[:]); err != nil {
-		panic("ratchet: hkdf: " + err.Error()) // 80 <= 255*32: cannot happen
-	}
+	hkdfSHA256(out[:], mk[:], salt[:], messageInfo)
 	var k messageKeys
 	copy(k.enc[:], out[0:32])
 	copy(k.auth[:], out[32:64])
@@ -103,4 +86,71 @@ func (k *messageKeys) wipe() {
 	clear(k.enc[:])
 	clear(k.auth[:])
 	clear(k.iv[:])
+}
+
+// The ratchet's KDFs run HMAC-SHA256 on short inputs under 32-byte keys,
+// several times per message. hmacShort and hkdfSHA256 compute them on the
+// stack (RFC 2104, RFC 5869): crypto/hmac and x/crypto/hkdf allocate two
+// hash states and their marshalled pads per use, about a sixth of what a
+// ping-pong message allocated. TestShortKDFsMatchStandard checks them
+// against those packages; the known-answer vectors check the KDFs.
+const (
+	hmacBlock = 64
+	maxShort  = sha256.Size + 64 + 1 // an HKDF round: T(i-1) ‖ info ‖ i
+)
+
+// hmacShort is HMAC-SHA256 under key (at most one block) of the
+// concatenation of msg, at most maxShort bytes.
+func hmacShort(key []byte, msg ...[]byte) [sha256.Size]byte {
+	if len(key) > hmacBlock {
+		panic("ratchet: hmac key longer than a block")
+	}
+	var buf [hmacBlock + maxShort]byte
+	for i := range hmacBlock {
+		var k byte
+		if i < len(key) {
+			k = key[i]
+		}
+		buf[i] = k ^ 0x36
+	}
+	n := hmacBlock
+	for _, m := range msg {
+		if n+len(m) > len(buf) {
+			panic("ratchet: hmac message too long")
+		}
+		n += copy(buf[n:], m)
+	}
+	inner := sha256.Sum256(buf[:n])
+	for i := range hmacBlock {
+		var k byte
+		if i < len(key) {
+			k = key[i]
+		}
+		buf[i] = k ^ 0x5c
+	}
+	n = hmacBlock + copy(buf[hmacBlock:], inner[:])
+	out := sha256.Sum256(buf[:n])
+	clear(buf[:])
+	clear(inner[:])
+	return out
+}
+
+// hkdfSHA256 fills out (at most 255 blocks) with HKDF-SHA256 of ikm, salt
+// (at most one block) and info (at most 64 bytes).
+func hkdfSHA256(out, ikm, salt []byte, info string) {
+	prk := hmacShort(salt, ikm)
+	var t [sha256.Size]byte
+	var prev []byte
+	var infoBuf [64]byte
+	if len(info) > len(infoBuf) || len(out) > 255*sha256.Size {
+		panic("ratchet: hkdf input out of range")
+	}
+	in := infoBuf[:copy(infoBuf[:], info)]
+	for i, n := byte(1), 0; n < len(out); i++ {
+		t = hmacShort(prk[:], prev, in, []byte{i})
+		prev = t[:]
+		n += copy(out[n:], t[:])
+	}
+	clear(prk[:])
+	clear(t[:])
 }
