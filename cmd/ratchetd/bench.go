@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -28,6 +29,7 @@ func newBenchCmd() *cobra.Command {
 		reportFile  string
 		metricsAddr string
 		cpuProfile  string
+		memProfile  string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench [SCENARIO]",
@@ -100,6 +102,13 @@ terminal. Exit status 1 when a message was lost or failed.`,
 			if err != nil {
 				return err
 			}
+			if memProfile != "" {
+				// Allocations of the whole run (go tool pprof
+				// -sample_index=alloc_space), not only what is live.
+				if err := writeHeapProfile(memProfile); err != nil {
+					return err
+				}
+			}
 			if reportFile != "" {
 				if err := writeReport(reportFile, res); err != nil {
 					return err
@@ -134,6 +143,7 @@ terminal. Exit status 1 when a message was lost or failed.`,
 	f.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	f.StringVar(&reportFile, "report", "", "write a self-contained HTML report with charts to this file")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (go tool pprof) to this file")
+	f.StringVar(&memProfile, "memprofile", "", "write a heap profile (allocations of the whole run, and what is live at its end) to this file")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address while the load runs (e.g. 127.0.0.1:9464)")
 	return cmd
 }
@@ -179,4 +189,19 @@ func writeReport(path string, res *loadgen.Result) error {
 		return fmt.Errorf("bench: report: %w", err)
 	}
 	return nil
+}
+
+// writeHeapProfile writes the heap profile to path (after a GC, so that
+// the in-use figures are what the run left live).
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("bench: memory profile: %w", err)
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("bench: memory profile: %w", err)
+	}
+	return f.Close()
 }
