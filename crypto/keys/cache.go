@@ -11,48 +11,10 @@ import (
 // libsecp256k1). A key enters only after a successful check; the cache only
 // ever answers "valid", so a miss just means checking again. It is bounded:
 // a full shard is emptied.
-var validKeys = newKeyCache(64, 2048)
-
-type keyCache struct {
-	shards []keyShard
-	max    int
-}
-
-type keyShard struct {
-	mu   sync.Mutex
-	keys map[PublicKey]struct{}
-}
-
-func newKeyCache(shards, perShard int) *keyCache {
-	c := &keyCache{shards: make([]keyShard, shards), max: perShard}
-	for i := range c.shards {
-		c.shards[i].keys = make(map[PublicKey]struct{})
-	}
-	return c
-}
-
-func (c *keyCache) shard(pk PublicKey) *keyShard {
+var validKeys = newCache[PublicKey, struct{}](64, 2048, func(pk PublicKey) byte {
 	// The x-coordinate is uniformly distributed: any byte picks a shard.
-	return &c.shards[int(pk[7])%len(c.shards)]
-}
-
-func (c *keyCache) has(pk PublicKey) bool {
-	s := c.shard(pk)
-	s.mu.Lock()
-	_, ok := s.keys[pk]
-	s.mu.Unlock()
-	return ok
-}
-
-func (c *keyCache) add(pk PublicKey) {
-	s := c.shard(pk)
-	s.mu.Lock()
-	if len(s.keys) >= c.max {
-		clear(s.keys)
-	}
-	s.keys[pk] = struct{}{}
-	s.mu.Unlock()
-}
+	return pk[7]
+})
 
 // publicKeys remembers the public key computed for a private key, so that a
 // pair checked again (a bundle signed with the identity key, a ratchet
@@ -61,25 +23,7 @@ func (c *keyCache) add(pk PublicKey) {
 // libsecp256k1, whose base-point table go-ethereum does not expose). It is
 // keyed by a domain-separated SHA-256 of the private key, never by the key
 // itself; it holds only what Public computed; a full shard is emptied.
-var publicKeys = newPublicCache(64, 256)
-
-type publicCache struct {
-	shards []publicShard
-	max    int
-}
-
-type publicShard struct {
-	mu   sync.Mutex
-	keys map[[32]byte]PublicKey
-}
-
-func newPublicCache(shards, perShard int) *publicCache {
-	c := &publicCache{shards: make([]publicShard, shards), max: perShard}
-	for i := range c.shards {
-		c.shards[i].keys = make(map[[32]byte]PublicKey)
-	}
-	return c
-}
+var publicKeys = newCache[[32]byte, PublicKey](64, 256, func(d [32]byte) byte { return d[0] })
 
 // secretDigest is the cache's name for sk.
 func secretDigest(sk *PrivateKey) [32]byte {
@@ -92,24 +36,45 @@ func secretDigest(sk *PrivateKey) [32]byte {
 	return d
 }
 
-func (c *publicCache) shard(d *[32]byte) *publicShard {
-	return &c.shards[int(d[0])%len(c.shards)]
+// cache is a bounded concurrent map in shards, each emptied when full: a
+// miss only means computing again.
+type cache[K comparable, V any] struct {
+	shards  []cacheShard[K, V]
+	max     int
+	shardOf func(K) byte // a uniformly distributed byte of the key
 }
 
-func (c *publicCache) get(d *[32]byte) (PublicKey, bool) {
-	s := c.shard(d)
-	s.mu.Lock()
-	pk, ok := s.keys[*d]
-	s.mu.Unlock()
-	return pk, ok
+type cacheShard[K comparable, V any] struct {
+	mu sync.Mutex
+	m  map[K]V
 }
 
-func (c *publicCache) add(d *[32]byte, pk PublicKey) {
-	s := c.shard(d)
-	s.mu.Lock()
-	if len(s.keys) >= c.max {
-		clear(s.keys)
+func newCache[K comparable, V any](shards, perShard int, shardOf func(K) byte) *cache[K, V] {
+	c := &cache[K, V]{shards: make([]cacheShard[K, V], shards), max: perShard, shardOf: shardOf}
+	for i := range c.shards {
+		c.shards[i].m = make(map[K]V)
 	}
-	s.keys[*d] = pk
+	return c
+}
+
+func (c *cache[K, V]) shard(k K) *cacheShard[K, V] {
+	return &c.shards[int(c.shardOf(k))%len(c.shards)]
+}
+
+func (c *cache[K, V]) get(k K) (V, bool) {
+	s := c.shard(k)
+	s.mu.Lock()
+	v, ok := s.m[k]
+	s.mu.Unlock()
+	return v, ok
+}
+
+func (c *cache[K, V]) add(k K, v V) {
+	s := c.shard(k)
+	s.mu.Lock()
+	if len(s.m) >= c.max {
+		clear(s.m)
+	}
+	s.m[k] = v
 	s.mu.Unlock()
 }

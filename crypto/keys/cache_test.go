@@ -33,7 +33,7 @@ func TestPublicCache(t *testing.T) {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
-		n := len(s.keys)
+		n := len(s.m)
 		s.mu.Unlock()
 		if n > c.max {
 			t.Fatalf("shard %d holds %d keys, bound %d", i, n, c.max)

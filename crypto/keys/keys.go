@@ -75,13 +75,13 @@ func ParsePublicKey(b []byte) (PublicKey, error) {
 		return pk, fmt.Errorf("%w: public key prefix 0x%02x", ErrInvalidKey, b[0])
 	}
 	copy(pk[:], b)
-	if validKeys.has(pk) {
+	if _, ok := validKeys.get(pk); ok {
 		return pk, nil
 	}
 	if _, err := gethcrypto.DecompressPubkey(b); err != nil {
 		return PublicKey{}, fmt.Errorf("%w: public key not on the curve", ErrInvalidKey)
 	}
-	validKeys.add(pk)
+	validKeys.add(pk, struct{}{})
 	return pk, nil
 }
 
@@ -141,7 +141,7 @@ func (sk PrivateKey) KeyPair() (KeyPair, error) {
 // publicKeys).
 func (sk PrivateKey) Public() (PublicKey, error) {
 	d := secretDigest(&sk)
-	if pk, ok := publicKeys.get(&d); ok {
+	if pk, ok := publicKeys.get(d); ok {
 		return pk, nil
 	}
 	var pk PublicKey
@@ -150,7 +150,7 @@ func (sk PrivateKey) Public() (PublicKey, error) {
 		return pk, err
 	}
 	copy(pk[:], gethcrypto.CompressPubkey(&e.PublicKey))
-	publicKeys.add(&d, pk)
+	publicKeys.add(d, pk)
 	return pk, nil
 }
 

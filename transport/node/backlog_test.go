@@ -25,15 +25,7 @@ func TestBacklogAfterPeerDown(t *testing.T) {
 	a := startHost(t, "127.0.0.1:0", nil)
 	defer func() { a.down() }()
 	b := startHost(t, "127.0.0.1:0", nil, a.addr)
-	alice, err := a.eng.CreateAccount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob, err := b.eng.CreateAccount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	exchange(t, alice, bob)
+	alice, bob := introduced(t, a, b)
 	waitFor(t, "the nodes to learn each other's topics", func() bool {
 		return len(a.node.Stats().Peers) == 1 && len(b.node.Stats().Peers) == 1
 	})
@@ -115,15 +107,7 @@ func TestTooFarAheadIsNotTaken(t *testing.T) {
 	a := startHost(t, "127.0.0.1:0", nil)
 	b := startHost(t, "127.0.0.1:0", nil)
 	defer b.down()
-	alice, err := a.eng.CreateAccount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob, err := b.eng.CreateAccount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	exchange(t, alice, bob)
+	alice, bob := introduced(t, a, b)
 	const n = 1002
 	for i := range n {
 		if _, err := alice.Send(bob.Identity(), []byte(fmt.Sprintf("m%d", i))); err != nil {
@@ -132,7 +116,7 @@ func TestTooFarAheadIsNotTaken(t *testing.T) {
 	}
 	a.down()
 	var order []*messages.Envelope
-	err = a.store.Scan(persistence.OutboxPrefix(alice.InstallationID()), func(_, v []byte) error {
+	err := a.store.Scan(persistence.OutboxPrefix(alice.InstallationID()), func(_, v []byte) error {
 		var rec messages.OutboxRecord
 		if err := proto.Unmarshal(v, &rec); err != nil {
 			return err

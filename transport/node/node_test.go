@@ -96,6 +96,22 @@ func exchange(t *testing.T, a, b *ratchetd.Account) {
 	}
 }
 
+// introduced creates an account on each host's engine and gives each the
+// other's bundle.
+func introduced(t *testing.T, a, b *host) (alice, bob *ratchetd.Account) {
+	t.Helper()
+	alice, err := a.eng.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err = b.eng.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exchange(t, alice, bob)
+	return alice, bob
+}
+
 // TestTwoNodes: two nodes converse; the receiving node goes down; sends
 // made meanwhile stay in the sender's outbox and arrive, once each, when it
 // is back on the same address.
@@ -103,15 +119,7 @@ func TestTwoNodes(t *testing.T) {
 	a := startHost(t, "127.0.0.1:0", nil)
 	defer func() { a.down() }()
 	b := startHost(t, "127.0.0.1:0", nil, a.addr)
-	alice, err := a.eng.CreateAccount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob, err := b.eng.CreateAccount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	exchange(t, alice, bob)
+	alice, bob := introduced(t, a, b)
 	waitFor(t, "the nodes to learn each other's topics", func() bool {
 		return len(a.node.Stats().Peers) == 1 && len(b.node.Stats().Peers) == 1
 	})
