@@ -288,7 +288,7 @@ func (e *Engine) CreateInstallation(identity *keys.PrivateKey) (string, keys.Pub
 	if err := e.deps.store.Commit([]persistence.Write{{Key: persistence.InstallationKey(rec.InstallationId), Value: v}}); err != nil {
 		return "", keys.PublicKey{}, err
 	}
-	if err := e.host(rec); err != nil {
+	if err := e.host(rec, true); err != nil {
 		return "", keys.PublicKey{}, err
 	}
 	return rec.InstallationId, idk.Public, nil
@@ -320,7 +320,7 @@ func (e *Engine) LoadInstallations() ([]string, error) {
 			ids = append(ids, rec.InstallationId)
 			continue
 		}
-		if err := e.host(rec); err != nil {
+		if err := e.host(rec, false); err != nil {
 			e.deps.log.Warn("installation not started", "installation", rec.InstallationId, "err", err)
 			e.deps.stats.corrupt.Add(1)
 			continue
@@ -342,12 +342,13 @@ func (e *Engine) LoadInstallations() ([]string, error) {
 }
 
 // host spawns the Installation actor and subscribes it to its identity's
-// topics.
-func (e *Engine) host(rec *messages.InstallationRecord) error {
+// topics; created: CreateInstallation made the record just now.
+func (e *Engine) host(rec *messages.InstallationRecord, created bool) error {
 	in, err := newInstallation(e.deps, rec)
 	if err != nil {
 		return err
 	}
+	in.created = created
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {

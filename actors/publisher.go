@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"bytes"
 	"fmt"
 	"time"
 
@@ -52,10 +53,28 @@ func (p *bundlePublisher) Receive(ctx actor.Context) {
 		p.rotate(ctx, p.deps.cfg.Clock())
 		ctx.Respond(&messages.Ack{})
 	case *messages.PairedDevices:
+		if sameEntries(p.paired, m.Devices) {
+			return // the bundle would be the same: no new signature, no new publication
+		}
 		p.paired = m.Devices
 		p.signed = nil
 		p.publish(ctx)
 	}
+}
+
+// sameEntries: two lists of paired devices give the same bundle entries
+// (installation, signed prekey, versions; status-compat.md §4.1).
+func sameEntries(a, b []*messages.DeviceRecord) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if x.InstallationId != y.InstallationId || !bytes.Equal(x.SignedPreKey, y.SignedPreKey) || x.Version != y.Version || x.ProtocolVersion != y.ProtocolVersion {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *bundlePublisher) current() *messages.OwnPreKey { return p.rec.PreKeys[len(p.rec.PreKeys)-1] }

@@ -38,13 +38,14 @@ func newBenchCmd() *cobra.Command {
 in-memory transport) through the embedding API and measures delivered messages per
 second, send-to-receipt latency (p50/p90/p99/p99.9), CPU seconds, allocations, peak RSS
 and the engine's group commits. In the same run it measures a straight-line loop of the
-same crypto primitives with no actors and no persistence (the ceiling) and reports the
-engine as a fraction of it.
+same crypto primitives with no actors and no persistence (the ceiling), half of
+--ceiling just before the measured phase and half after it, and reports the engine as
+a fraction of their mean.
 
 Scenarios:
   burst     one side sends long runs (--senders goroutines, at most 128 in flight),
             the other decrypts: the symmetric ratchet               (default 8 conversations)
-  pingpong  strict alternation: a DH ratchet step per message       (default 64 conversations)
+  pingpong  strict alternation: a DH ratchet step per message       (default 128 conversations)
   x3dh      a new session per message: each message comes from a fresh account
                                                                     (default 32 workers)
   fanout    group sends from a 3-device identity to 4 members with 2 devices each:
@@ -139,7 +140,7 @@ terminal. Exit status 1 when a message was lost or failed.`,
 	f.BoolVar(&cfg.Durable, "durable", true, "keep the state in Badger (--dir or a temporary directory); false: the in-memory store")
 	f.StringVar(&cfg.Dir, "dir", "", "Badger directory of a durable run, new or empty (default: a temporary one, removed)")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "seed of the payload bytes and of the choice of active conversations")
-	f.DurationVar(&cfg.Ceiling, "ceiling", time.Second, "how long to measure the crypto-only ceiling (0: skip)")
+	f.DurationVar(&cfg.Ceiling, "ceiling", 2*time.Second, "how long to measure the crypto-only ceiling, half just before the measured phase and half after it (0: skip)")
 	f.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	f.StringVar(&reportFile, "report", "", "write a self-contained HTML report with charts to this file")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (go tool pprof) to this file")

@@ -48,6 +48,18 @@ type Ceiling struct {
 	MsgsPerSec float64
 	Cores      int // goroutines that ran the loop (one session pair each)
 	Messages   int64
+	// Runs are the rates of the measurements combined into MsgsPerSec
+	// (before and after the engine's run).
+	Runs []float64
+}
+
+// combineCeilings is the mean rate of two equally long measurements.
+func combineCeilings(a, b Ceiling) Ceiling {
+	c := a
+	c.Messages = a.Messages + b.Messages
+	c.MsgsPerSec = (a.MsgsPerSec + b.MsgsPerSec) / 2
+	c.Runs = []float64{a.MsgsPerSec, b.MsgsPerSec}
+	return c
 }
 
 // measureCeiling runs the loop of p on cores goroutines for about d.

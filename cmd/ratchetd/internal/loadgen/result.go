@@ -32,7 +32,10 @@ type Result struct {
 	CeilingPrimitive  string  `json:"ceiling_primitive,omitempty"`
 	CeilingMsgsPerSec float64 `json:"ceiling_msgs_per_sec"`
 	CeilingCores      int     `json:"ceiling_cores,omitempty"`
-	FractionOfCeiling float64 `json:"fraction_of_ceiling"`
+	// CeilingRuns: the ceiling before and after the measured phase, whose
+	// mean is CeilingMsgsPerSec (their spread is the machine's noise).
+	CeilingRuns       []float64 `json:"ceiling_runs_msgs_per_sec,omitempty"`
+	FractionOfCeiling float64   `json:"fraction_of_ceiling"`
 
 	CPUSeconds   float64 `json:"cpu_seconds"`
 	CPUPerMsgUS  float64 `json:"cpu_per_msg_us"`
@@ -146,6 +149,7 @@ func (res *Result) setCeiling(c Ceiling) {
 	res.CeilingPrimitive = c.Primitive
 	res.CeilingMsgsPerSec = c.MsgsPerSec
 	res.CeilingCores = c.Cores
+	res.CeilingRuns = c.Runs
 	if c.MsgsPerSec > 0 {
 		res.FractionOfCeiling = res.MsgsPerSec / c.MsgsPerSec
 	}
@@ -171,8 +175,12 @@ func (res *Result) WriteTable(w io.Writer) error {
 	row("latency", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s (send → receipt)",
 		fmtMS(res.Latency.P50), fmtMS(res.Latency.P90), fmtMS(res.Latency.P99), fmtMS(res.Latency.P999), fmtMS(res.Latency.Max))
 	if res.CeilingMsgsPerSec > 0 {
-		row("ceiling", "%s msgs/s crypto only (%s, %d core%s) → engine at %.1f %%",
-			thousands(int64(res.CeilingMsgsPerSec+0.5)), res.CeilingPrimitive, res.CeilingCores, plural(res.CeilingCores), 100*res.FractionOfCeiling)
+		runs := ""
+		if len(res.CeilingRuns) == 2 {
+			runs = fmt.Sprintf("; %s before the run, %s after", thousands(int64(res.CeilingRuns[0]+0.5)), thousands(int64(res.CeilingRuns[1]+0.5)))
+		}
+		row("ceiling", "%s msgs/s crypto only (%s, %d core%s%s) → engine at %.1f %%",
+			thousands(int64(res.CeilingMsgsPerSec+0.5)), res.CeilingPrimitive, res.CeilingCores, plural(res.CeilingCores), runs, 100*res.FractionOfCeiling)
 	} else {
 		row("ceiling", "not measured")
 	}

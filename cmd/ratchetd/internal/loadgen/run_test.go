@@ -21,6 +21,10 @@ func TestScenarios(t *testing.T) {
 			if res.MsgsPerSec <= 0 || res.Latency.P50 <= 0 || res.Latency.P99 < res.Latency.P50 || res.CeilingMsgsPerSec <= 0 || res.FractionOfCeiling <= 0 {
 				t.Fatalf("figures missing: %+v", res)
 			}
+			// The ceiling brackets the run: measured before and after it.
+			if r := res.CeilingRuns; len(r) != 2 || r[0] <= 0 || r[1] <= 0 || res.CeilingMsgsPerSec != (r[0]+r[1])/2 {
+				t.Fatalf("ceiling runs %v, ceiling %.0f", r, res.CeilingMsgsPerSec)
+			}
 			t.Logf("%s: %.0f msgs/s, p50 %.2f ms, ceiling %.0f/s (%.1f%%)", sc, res.MsgsPerSec, res.Latency.P50, res.CeilingMsgsPerSec, 100*res.FractionOfCeiling)
 		})
 	}
