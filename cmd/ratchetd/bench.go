@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"time"
 
@@ -29,6 +30,7 @@ func newBenchCmd() *cobra.Command {
 		reportFile  string
 		metricsAddr string
 		cpuProfile  string
+		traceFile   string
 		memProfile  string
 	)
 	cmd := &cobra.Command{
@@ -97,6 +99,17 @@ terminal. Exit status 1 when a message was lost or failed.`,
 				}
 				defer pprof.StopCPUProfile()
 			}
+			if traceFile != "" {
+				f, err := os.Create(traceFile)
+				if err != nil {
+					return fmt.Errorf("bench: trace: %w", err)
+				}
+				defer f.Close()
+				if err := trace.Start(f); err != nil {
+					return fmt.Errorf("bench: trace: %w", err)
+				}
+				defer trace.Stop()
+			}
 			ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer cancel()
 			res, err := loadgen.Run(ctx, cfg)
@@ -144,6 +157,7 @@ terminal. Exit status 1 when a message was lost or failed.`,
 	f.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	f.StringVar(&reportFile, "report", "", "write a self-contained HTML report with charts to this file")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (go tool pprof) to this file")
+	f.StringVar(&traceFile, "trace", "", "write an execution trace of the whole run (go tool trace: scheduling, blocking, syscalls) to this file")
 	f.StringVar(&memProfile, "memprofile", "", "write a heap profile (allocations of the whole run, and what is live at its end) to this file")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address while the load runs (e.g. 127.0.0.1:9464)")
 	return cmd
