@@ -35,8 +35,14 @@ type MemoryOptions struct {
 	Concurrency int
 }
 
-// DefaultConcurrency of an async subscription.
-const DefaultConcurrency = 8
+// DefaultConcurrency of an async subscription. Each delivery in flight
+// waits until the receiver has processed it — for a ratchet message, until
+// its session's batch is committed — so this bounds what one subscription's
+// receiver can commit at once. With 8, a durable burst conversation
+// received at most 8 messages per commit cycle: the subscription queue,
+// not the engine, set its latency (p50 32–47 ms, 1.5 cores busy); with 64,
+// p50 12–14 ms and 1.6–1.7 cores busy, in the same session's runs.
+const DefaultConcurrency = 64
 
 // MemoryStats counts what the transport did.
 type MemoryStats struct {
