@@ -46,7 +46,7 @@ a fraction of their mean.
 
 Scenarios:
   burst     one side sends long runs (--senders goroutines, at most 128 in flight),
-            the other decrypts: the symmetric ratchet               (default 8 conversations)
+            the other decrypts: the symmetric ratchet               (default 16 conversations)
   pingpong  strict alternation: a DH ratchet step per message       (default 128 conversations)
   x3dh      a new session per message: each message comes from a fresh account
                                                                     (default 32 workers)
