@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -97,8 +96,10 @@ type Badger struct {
 	// transaction queued to Badger's writer, under it, so versions follow
 	// the order in which writes reach the tree.
 	commitMu sync.Mutex
-	ts       uint64        // the last commit's version
-	discard  atomic.Uint64 // the version given to SetDiscardTs
+	ts       uint64 // the last commit's version
+
+	discardMu sync.Mutex
+	discard   uint64 // the version last given to SetDiscardTs
 }
 
 // OpenBadger opens (or creates) the store. A directory already open in
@@ -163,7 +164,7 @@ func OpenBadger(o BadgerOptions) (*Badger, error) {
 	// Versions continue above the store's newest, whichever mode wrote it.
 	b := &Badger{db: db, stop: make(chan struct{}), done: make(chan struct{}), ts: db.MaxVersion()}
 	db.SetDiscardTs(b.ts)
-	b.discard.Store(b.ts)
+	b.discard = b.ts
 	every := o.CompactInterval
 	if every == 0 {
 		every = time.Hour
@@ -285,18 +286,14 @@ func (b *Badger) Commit(ws []Write) error {
 		// Reads are always of the newest version (View reads at the
 		// maximum version in managed mode): every older version, and
 		// every deletion, may be dropped by compaction — so deleted
-		// secrets leave the files (Compact). Callbacks may run out of
+		// secrets leave the files (Compact). Commits may return out of
 		// order: the mark only moves forward.
-		for {
-			last := b.discard.Load()
-			if ts <= last {
-				break
-			}
-			if b.discard.CompareAndSwap(last, ts) {
-				b.db.SetDiscardTs(ts)
-				break
-			}
+		b.discardMu.Lock()
+		if ts > b.discard {
+			b.discard = ts
+			b.db.SetDiscardTs(ts)
 		}
+		b.discardMu.Unlock()
 	}
 	if errors.Is(err, badger.ErrDBClosed) {
 		return ErrClosed
