@@ -105,3 +105,21 @@ func TestBenchTable(t *testing.T) {
 		t.Errorf("progress line written when stdout is not a terminal")
 	}
 }
+
+// --cpuprofile, --memprofile and --trace each write their file.
+func TestBenchProfiles(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{"--cpuprofile": "cpu.prof", "--memprofile": "mem.prof", "--trace": "run.trace"}
+	args := []string{"bench", "burst", "--messages", "20", "--durable=false", "--ceiling", "0"}
+	for flag, name := range files {
+		args = append(args, flag, filepath.Join(dir, name))
+	}
+	if code, _, errOut := runCmd(t, "", args...); code != 0 {
+		t.Fatalf("status %d: %s", code, errOut)
+	}
+	for flag, name := range files {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Size() == 0 {
+			t.Errorf("%s wrote nothing: %v", flag, err)
+		}
+	}
+}
