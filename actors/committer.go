@@ -186,11 +186,11 @@ func (d *deps) commit(ws []persistence.Write) error {
 	select {
 	case err := <-done:
 		if err != nil {
-			return errStore
+			return fmt.Errorf("%w: %w", errStore, err)
 		}
 		return nil
 	case <-t.C:
-		return errStore
+		return fmt.Errorf("%w: no answer from the Committer in %v", errStore, d.cfg.CommitTimeout)
 	}
 }
 
