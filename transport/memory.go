@@ -147,12 +147,13 @@ func (m *Memory) Subscribe(topic string, h Handler) (func(), error) {
 
 func (m *Memory) unsubscribe(s *subscription) {
 	m.mu.Lock()
-	list := m.subs[s.topic]
-	for i, x := range list {
-		if x == s {
-			m.subs[s.topic] = append(list[:i:i], list[i+1:]...)
-			break
-		}
+	m.subs[s.topic] = without(m.subs[s.topic], s)
+	if len(m.subs[s.topic]) == 0 {
+		// A slice emptied in place still points at its array, and so at
+		// the subscription, its handler and, through the handler's PID,
+		// the whole receiving actor: every stopped installation stayed in
+		// memory (about 7 KiB each, 8 MiB/s in the x3dh benchmark).
+		delete(m.subs, s.topic)
 	}
 	// In manual mode what is held for a cancelled subscription is lost, as
 	// it is for a process that went down.
@@ -350,4 +351,16 @@ func (m *Memory) Close() error {
 		<-s.done
 	}
 	return nil
+}
+
+// without returns list less s, in a new array (list may be shared with a
+// Publish in progress, and an emptied slice must not keep s reachable).
+func without[T comparable](list []T, s T) []T {
+	var out []T
+	for _, x := range list {
+		if x != s {
+			out = append(out, x)
+		}
+	}
+	return out
 }

@@ -242,12 +242,18 @@ func (n *Node) Subscribe(topic string, h transport.Handler) (func(), error) {
 
 func (n *Node) unsubscribe(s *subscription) {
 	n.mu.Lock()
-	l := n.subs[s.topic]
-	for i, x := range l {
-		if x == s {
-			n.subs[s.topic] = append(l[:i:i], l[i+1:]...)
-			break
+	var kept []*subscription
+	for _, x := range n.subs[s.topic] {
+		if x != s {
+			kept = append(kept, x)
 		}
+	}
+	if len(kept) == 0 {
+		// An emptied slice would still point at its array, and so keep
+		// the subscription and its handler's actor reachable.
+		delete(n.subs, s.topic)
+	} else {
+		n.subs[s.topic] = kept
 	}
 	n.mu.Unlock()
 	s.close()
