@@ -3,8 +3,12 @@ package persistence_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ratchetd/ratchetd/persistence"
@@ -89,5 +93,46 @@ func TestMemoryOrderedScan(t *testing.T) {
 	m.Scan([]byte("b"), func(k, _ []byte) error { got = append(got, string(k)); return nil })
 	if len(got) != 2 || got[0] != "b1" || got[1] != "b3" || m.Len() != 4 {
 		t.Fatalf("scan %q, len %d", got, m.Len())
+	}
+}
+
+// TestMemoryMatchesModel: random puts, deletes and prefix scans on the
+// in-memory store agree with a plain map, sorted at each scan.
+func TestMemoryMatchesModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	m := persistence.NewMemory()
+	model := map[string]string{}
+	key := func() string { return fmt.Sprintf("%c%02d", 'a'+rune(rng.IntN(3)), rng.IntN(40)) }
+	for step := range 5000 {
+		var ws []persistence.Write
+		for range 1 + rng.IntN(4) {
+			k := key()
+			if rng.IntN(3) == 0 {
+				ws = append(ws, persistence.Write{Key: []byte(k), Delete: true})
+				delete(model, k)
+			} else {
+				v := fmt.Sprint(step)
+				ws = append(ws, persistence.Write{Key: []byte(k), Value: []byte(v)})
+				model[k] = v
+			}
+		}
+		if err := m.Commit(ws); err != nil {
+			t.Fatal(err)
+		}
+		prefix := key()[:1+rng.IntN(2)]
+		var got, want []string
+		m.Scan([]byte(prefix), func(k, v []byte) error { got = append(got, string(k)+"="+string(v)); return nil })
+		for k, v := range model {
+			if strings.HasPrefix(k, prefix) {
+				want = append(want, k+"="+v)
+			}
+		}
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("step %d, scan %q: got %v, want %v", step, prefix, got, want)
+		}
+		if m.Len() != len(model) {
+			t.Fatalf("step %d: %d records, want %d", step, m.Len(), len(model))
+		}
 	}
 }
