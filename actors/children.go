@@ -156,7 +156,7 @@ func (c *children[K]) tick(ctx actor.Context) {
 		return
 	}
 	c.ticking = true
-	root, self := ctx.ActorSystem().Root, ctx.Self()
+	root, self := ctx.ActorSystem().Root, later(ctx)
 	time.AfterFunc(c.idle/2, func() { root.Send(self, &messages.Tick{}) })
 }
 

@@ -1112,7 +1112,7 @@ func (in *installation) confirm(ctx actor.Context, c transport.Confirmer, it out
 		in.deps.stats.outboxResent.Add(1)
 	}
 	in.inflight[string(id)] = true
-	root, self := ctx.ActorSystem().Root, ctx.Self()
+	root, self := ctx.ActorSystem().Root, later(ctx)
 	c.PublishConfirm(env, func(err error) {
 		r := &messages.OutboxResult{Id: id}
 		if err != nil {
@@ -1165,7 +1165,7 @@ func (in *installation) scheduleRetry(ctx actor.Context) {
 		return
 	}
 	in.retrying = true
-	root, self := ctx.ActorSystem().Root, ctx.Self()
+	root, self := ctx.ActorSystem().Root, later(ctx)
 	time.AfterFunc(in.deps.cfg.OutboxRetryInterval, func() { root.Send(self, &messages.RetryOutbox{}) })
 }
 
