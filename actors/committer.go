@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -185,10 +186,13 @@ func (d *deps) commit(ws []persistence.Write) error {
 	defer t.Stop()
 	select {
 	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("%w: %w", errStore, err)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, errStore):
+			return err
 		}
-		return nil
+		return fmt.Errorf("%w: %w", errStore, err)
 	case <-t.C:
 		return fmt.Errorf("%w: no answer from the Committer in %v", errStore, d.cfg.CommitTimeout)
 	}

@@ -58,3 +58,20 @@ func TestCreateInstallationDuringClose(t *testing.T) {
 	}
 	t.Logf("%d created, %d refused", created, refused)
 }
+
+// An engine on a shared in-memory transport that was closed first: Close
+// cancels its subscriptions, which must not panic (from the review).
+func TestEngineCloseAfterTransportClose(t *testing.T) {
+	tr := transport.NewMemory(transport.MemoryOptions{})
+	e := NewEngine(Config{}, persistence.NewMemory(), tr, func(Message) {})
+	if _, _, err := e.CreateInstallation(nil); err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			t.Fatalf("Engine.Close after the transport's Close panicked: %v", r)
+		}
+	}()
+	e.Close()
+}

@@ -558,7 +558,8 @@ func (e *Engine) Stats() Stats {
 // Pending counts, from the store, the accepted sends not yet confirmed by
 // the transport (outbox) and the received messages not yet acknowledged by
 // the application (inbox), over every hosted installation. It reads what is
-// durable: a record whose commit is still queued is not counted yet.
+// committed: a record whose commit is still queued is not counted yet (with
+// Badger, one being synced may be).
 func (e *Engine) Pending() (outbox, inbox int, err error) {
 	if err = e.deps.store.Scan(persistence.AllOutboxPrefix(), func(k, v []byte) error { outbox++; return nil }); err != nil {
 		return 0, 0, err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -73,6 +74,9 @@ type installation struct {
 	// bundle is the last bundle the publisher signed, and when.
 	bundle   *messages.BundleReply
 	bundleAt time.Time
+	// paired is the list of paired devices last given to the publisher,
+	// which a restarted publisher starts from (setPaired).
+	paired atomic.Pointer[[]*messages.DeviceRecord]
 	// created: CreateInstallation made this installation just now, under
 	// a new random id, so the store holds no replay, inbox or outbox
 	// record of it and its first start scans none (an account per message
@@ -167,10 +171,12 @@ func (in *installation) start(ctx actor.Context) {
 	in.devices = newRegistry(in.deps, in.id)
 	in.indexPreKeys()
 	// The publisher starts with the paired devices, so that it signs and
-	// publishes the bundle once, with them.
-	rec, identity, paired := in.rec, in.identity, in.pairedDevices()
+	// publishes the bundle once, with them; restarted after a failure (on
+	// its own goroutine) it takes the list last sent to it.
+	in.setPaired(in.pairedDevices())
+	rec, identity := in.rec, in.identity
 	in.publisher = ctx.Spawn(in.deps.props(func() actor.Actor {
-		return &bundlePublisher{deps: in.deps, rec: rec, identity: identity, paired: paired}
+		return &bundlePublisher{deps: in.deps, rec: rec, identity: identity, paired: *in.paired.Load()}
 	}))
 	if !in.created {
 		in.redeliver(ctx)
@@ -263,8 +269,15 @@ func (in *installation) trimDevices(identity keys.PublicKey) []persistence.Write
 // the cached bundle is stale.
 func (in *installation) pairedChanged(ctx actor.Context) {
 	in.bundle = nil
-	ctx.Send(in.publisher, &messages.PairedDevices{Devices: in.pairedDevices()})
+	list := in.pairedDevices()
+	in.setPaired(list)
+	ctx.Send(in.publisher, &messages.PairedDevices{Devices: list})
 }
+
+// setPaired records the paired devices last given to the publisher. Device
+// records are never changed once stored in the registry (a change is a
+// clone), so the list may be read from the publisher's goroutine.
+func (in *installation) setPaired(list []*messages.DeviceRecord) { in.paired.Store(&list) }
 
 // pairedDevices are our own other installations that the user enabled.
 func (in *installation) pairedDevices() []*messages.DeviceRecord {

@@ -40,3 +40,25 @@ func TestCancelledSubscriptionIsFreed(t *testing.T) {
 		m.Close()
 	}
 }
+
+// Cancelling a subscription after the transport was closed (an engine that
+// shares a transport closed first, or StopInstallation after it) does not
+// panic: Close sets m.subs to nil (from the review of the unsubscribe fix).
+func TestCancelAfterClose(t *testing.T) {
+	for _, manual := range []bool{false, true} {
+		m := NewMemory(MemoryOptions{Manual: manual})
+		cancel, err := m.Subscribe("topic", func(Delivery) error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Close()
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("manual=%v: cancel after Close panicked: %v", manual, r)
+				}
+			}()
+			cancel()
+		}()
+	}
+}
