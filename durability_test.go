@@ -31,11 +31,7 @@ func durableWorld(t *testing.T, tweak func(*ratchetd.Options)) (*world, string) 
 func TestDurableRestartResumes(t *testing.T) {
 	w, dir := durableWorld(t, nil)
 	alice, bob := w.account(), w.account()
-	introduce(t, alice, bob)
-	mustSend(t, alice, bob, "one")
-	w.deliver()
-	mustSend(t, bob, alice, "two")
-	w.deliver()
+	converse(t, w, alice, bob)
 	if _, err := ratchetd.Open(ratchetd.Options{Dir: dir}); !errors.Is(err, ratchetd.ErrLocked) {
 		t.Fatalf("second open of the directory: %v, want ErrLocked", err)
 	}
@@ -51,16 +47,7 @@ func TestDurableRestartResumes(t *testing.T) {
 			}
 		}
 	}
-	w.deliver()
-	if st := w.eng.Stats(); st.X3DHActive+st.X3DHPassive != 0 {
-		t.Fatalf("X3DH ran after restart: %+v", st)
-	}
-	if got := w.received(bob); !slices.Equal(got, []string{"one", "three"}) {
-		t.Fatalf("bob got %q", got)
-	}
-	if got := w.received(alice); !slices.Equal(got, []string{"two", "four"}) {
-		t.Fatalf("alice got %q", got)
-	}
+	resumed(t, w, alice, bob, "a restart")
 }
 
 // Rule 2: the plaintext is committed with the state; an unacknowledged

@@ -1,6 +1,7 @@
 package ratchetd_test
 
 import (
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -204,4 +205,32 @@ func (w *world) reload(a *ratchetd.Account) *ratchetd.Account {
 		w.t.Fatal(err)
 	}
 	return b
+}
+
+// converse starts a conversation: bob's bundle to alice, "one" from alice,
+// "two" from bob, both delivered.
+func converse(t testing.TB, w *world, alice, bob *ratchetd.Account) {
+	t.Helper()
+	introduce(t, alice, bob)
+	mustSend(t, alice, bob, "one")
+	w.deliver()
+	mustSend(t, bob, alice, "two")
+	w.deliver()
+}
+
+// resumed delivers "three" (alice to bob) and "four" (bob to alice), sent
+// after a restart of a conversation begun with converse, and checks that
+// they arrived on the old sessions: no X3DH ran.
+func resumed(t testing.TB, w *world, alice, bob *ratchetd.Account, after string) {
+	t.Helper()
+	w.deliver()
+	if st := w.eng.Stats(); st.X3DHActive+st.X3DHPassive != 0 {
+		t.Fatalf("X3DH ran after %s: %+v", after, st)
+	}
+	if got := w.received(bob); !slices.Equal(got, []string{"one", "three"}) {
+		t.Fatalf("bob got %q", got)
+	}
+	if got := w.received(alice); !slices.Equal(got, []string{"two", "four"}) {
+		t.Fatalf("alice got %q", got)
+	}
 }

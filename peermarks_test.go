@@ -20,11 +20,7 @@ import (
 func TestPeerMarks(t *testing.T) {
 	w := newWorld(t, transport.Faults{}, nil)
 	alice, bob := w.account(), w.account()
-	introduce(t, alice, bob)
-	mustSend(t, alice, bob, "one")
-	w.deliver()
-	mustSend(t, bob, alice, "two")
-	w.deliver()
+	converse(t, w, alice, bob)
 	aliceID, bobID := alice.Identity(), bob.Identity()
 	marks := [][]byte{
 		persistence.PeerMarksKey(),
@@ -51,16 +47,7 @@ func TestPeerMarks(t *testing.T) {
 	alice, bob = w.reload(alice), w.reload(bob)
 	mustSend(t, alice, bob, "three")
 	mustSend(t, bob, alice, "four")
-	w.deliver()
-	if st := w.eng.Stats(); st.X3DHActive+st.X3DHPassive != 0 {
-		t.Fatalf("X3DH ran after restart on an unmarked store: %+v", st)
-	}
-	if got := w.received(bob); !slices.Equal(got, []string{"one", "three"}) {
-		t.Fatalf("bob got %q", got)
-	}
-	if got := w.received(alice); !slices.Equal(got, []string{"two", "four"}) {
-		t.Fatalf("alice got %q", got)
-	}
+	resumed(t, w, alice, bob, "a restart on an unmarked store")
 	if _, err := w.store.Get(persistence.PeerMarksKey()); !errors.Is(err, persistence.ErrNotFound) {
 		t.Fatalf("a store with unmarked records was taken as marked: %v", err)
 	}

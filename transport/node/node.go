@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -242,18 +243,12 @@ func (n *Node) Subscribe(topic string, h transport.Handler) (func(), error) {
 
 func (n *Node) unsubscribe(s *subscription) {
 	n.mu.Lock()
-	var kept []*subscription
-	for _, x := range n.subs[s.topic] {
-		if x != s {
-			kept = append(kept, x)
-		}
-	}
-	if len(kept) == 0 {
-		// An emptied slice would still point at its array, and so keep
-		// the subscription and its handler's actor reachable.
-		delete(n.subs, s.topic)
-	} else {
+	// DeleteFunc clears the freed slot, so the subscription and its
+	// handler's actor do not stay reachable (see transport.Memory).
+	if kept := slices.DeleteFunc(n.subs[s.topic], func(x *subscription) bool { return x == s }); len(kept) > 0 {
 		n.subs[s.topic] = kept
+	} else {
+		delete(n.subs, s.topic)
 	}
 	n.mu.Unlock()
 	s.close()
