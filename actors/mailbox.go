@@ -25,6 +25,9 @@ type mailbox struct {
 	suspended  bool
 	invoker    actor.MessageInvoker
 	dispatcher actor.Dispatcher
+	// pass is m.process, bound once: a method value made on every
+	// schedule is an allocation per scheduled pass.
+	pass func()
 }
 
 var _ actor.Mailbox = (*mailbox)(nil)
@@ -92,8 +95,11 @@ func (m *mailbox) scheduleLocked() {
 		return
 	}
 	m.scheduled = true
+	if m.pass == nil {
+		m.pass = m.process
+	}
 	m.mu.Unlock()
-	m.dispatcher.Schedule(m.process)
+	m.dispatcher.Schedule(m.pass)
 }
 
 func (m *mailbox) RegisterHandlers(invoker actor.MessageInvoker, dispatcher actor.Dispatcher) {

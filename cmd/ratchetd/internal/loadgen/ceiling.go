@@ -37,7 +37,7 @@ func (p primitive) String() string {
 	case alternating:
 		return "ratchet encrypt+decrypt, alternating (DH step)"
 	case newSession:
-		return "new account, x3dh initiate+passive, first ratchet message"
+		return "new account (its bundle signed and published), x3dh initiate+passive, first ratchet message"
 	}
 	return fmt.Sprintf("primitive(%d)", int(p))
 }
@@ -192,7 +192,8 @@ func (w *cryptoPair) envelope(raw []byte) ([]byte, error) {
 }
 
 // session is a whole new session as the x3dh scenario makes it: a fresh
-// initiator account (identity key, signed prekey, its bundle signed), X3DH
+// initiator account (identity key, signed prekey, its bundle signed and
+// published on its contact-code topic), X3DH
 // on both sides and the first message, whose attached bundle the responder
 // verifies.
 func (w *cryptoPair) session(pt []byte) error {
@@ -206,6 +207,16 @@ func (w *cryptoPair) session(pt []byte) error {
 	}
 	own, err := bundle.Sign(id, []bundle.Entry{{InstallationID: "fresh", SignedPreKey: spk.Public, Version: 1, ProtocolVersion: 1}}, time.Now().UnixNano())
 	if err != nil {
+		return err
+	}
+	// The new installation publishes its bundle on its contact-code topic,
+	// as the engine's BundlePublisher does when it starts
+	// (status-compat.md §4.5): one more signed envelope, nobody opens it.
+	raw, err := proto.Marshal(&messages.ProtocolMessage{InstallationId: "fresh", Bundles: []*messages.Bundle{own.Proto()}})
+	if err != nil {
+		return err
+	}
+	if _, err := transport.SealWith(id, transport.ContactCodeTopic(id.Public), nil, raw); err != nil {
 		return err
 	}
 	w.aliceID = id
