@@ -79,6 +79,12 @@ func (c *committer) Receive(ctx actor.Context) {
 	case *messages.Flush:
 		c.scheduled = false
 		c.flush(ctx)
+	case *actor.Stopping:
+		// Engine.Close poisons the Committer last, but the Flush note of
+		// the requests queued just before the poison (writes nobody waits
+		// for: an inbox deletion after an Ack, registry activity) is behind
+		// it and would never run: they are written now.
+		c.flush(ctx)
 	}
 }
 
