@@ -12,6 +12,7 @@ import (
 type benchJSON struct {
 	Scenario   string  `json:"scenario"`
 	Durable    bool    `json:"durable"`
+	NoSync     bool    `json:"no_sync"`
 	Messages   int64   `json:"messages"`
 	Errors     int64   `json:"errors"`
 	Seconds    float64 `json:"seconds"`
@@ -87,6 +88,17 @@ func TestBenchDurableReport(t *testing.T) {
 		if strings.Contains(bare, external) {
 			t.Errorf("report is not self-contained: it has %q", external)
 		}
+	}
+}
+
+// --no-sync runs durable with Badger's SyncWrites off, and says so.
+func TestBenchNoSync(t *testing.T) {
+	r := benchRun(t, "--scenario", "burst", "--no-sync")
+	if !r.Durable || !r.NoSync || r.Engine["Commits"] == 0 {
+		t.Errorf("durable %v, no_sync %v, commits %d", r.Durable, r.NoSync, r.Engine["Commits"])
+	}
+	if r := benchRun(t, "--scenario", "burst", "--no-sync", "--durable=false"); r.Durable || r.NoSync {
+		t.Errorf("in memory: durable %v, no_sync %v", r.Durable, r.NoSync)
 	}
 }
 

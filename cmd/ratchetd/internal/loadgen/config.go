@@ -69,7 +69,11 @@ type Config struct {
 	// Durable keeps the state in Badger (Dir, or a temporary directory
 	// removed afterwards); otherwise in the in-memory store.
 	Durable bool
-	Dir     string
+	// NoSync runs a durable bench with Badger's SyncWrites off: the state
+	// survives a process crash (kill -9) but not a power loss. It measures
+	// what the fsync of each group commit costs.
+	NoSync bool
+	Dir    string
 	// Seed fixes the payload bytes and the choice of active conversations;
 	// keys always come from crypto/rand.
 	Seed uint64

@@ -16,6 +16,7 @@ import (
 type Result struct {
 	Scenario     string   `json:"scenario"`
 	Durable      bool     `json:"durable"`
+	NoSync       bool     `json:"no_sync,omitempty"` // durable without fsync
 	Sessions     int      `json:"sessions"`
 	Senders      int      `json:"senders,omitempty"` // per conversation (burst)
 	PayloadBytes int      `json:"payload_bytes"`
@@ -94,7 +95,7 @@ func newResult(cfg Config) *Result {
 	}
 	return &Result{
 		Senders:  senders,
-		Scenario: cfg.Scenario, Durable: cfg.Durable, Sessions: cfg.Sessions, PayloadBytes: cfg.Payload,
+		Scenario: cfg.Scenario, Durable: cfg.Durable, NoSync: cfg.Durable && cfg.NoSync, Sessions: cfg.Sessions, PayloadBytes: cfg.Payload,
 		Started: time.Now().UTC().Truncate(time.Second),
 		Host:    Host{Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, GOMAXPROCS: runtime.GOMAXPROCS(0), CPUs: runtime.NumCPU()},
 	}
@@ -161,6 +162,9 @@ func (res *Result) WriteTable(w io.Writer) error {
 	store := "in-memory store"
 	if res.Durable {
 		store = "durable (Badger, SyncWrites)"
+		if res.NoSync {
+			store = "durable (Badger, no fsync: safe against a crash, not a power loss)"
+		}
 	}
 	row := func(k, f string, a ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(f, a...)) }
 	conv := fmt.Sprintf("%d conversations", res.Sessions)

@@ -158,6 +158,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		defer cleanup()
 		opts.Dir = dir
+		opts.NoSync = cfg.NoSync
 	}
 	eng, err := ratchetd.Open(opts)
 	if err != nil {

@@ -139,7 +139,7 @@ svg { width: 100%; height: auto; }
 </style></head><body>
 <h1>{{.Title}}</h1>
 <p>{{.R.Started.Format "2006-01-02 15:04:05 MST"}} · {{.R.Host.Go}} · {{.R.Host.OS}} · GOMAXPROCS {{.R.Host.GOMAXPROCS}} ·
-{{if .R.Durable}}durable (Badger){{else}}in-memory store{{end}} · {{.R.Sessions}} conversations · {{.R.PayloadBytes}}-byte payload</p>
+{{if .R.Durable}}durable (Badger{{if .R.NoSync}}, no fsync{{end}}){{else}}in-memory store{{end}} · {{.R.Sessions}} conversations · {{.R.PayloadBytes}}-byte payload</p>
 <p><span class="big">{{printf "%.0f" .R.MsgsPerSec}} msgs/s</span>
 {{if gt .R.CeilingMsgsPerSec 0.0}} — {{printf "%.1f" (pct .R.FractionOfCeiling)}} % of the crypto-only ceiling ({{printf "%.0f" .R.CeilingMsgsPerSec}} msgs/s){{end}};
 latency p50 {{printf "%.2f" .R.Latency.P50}} ms, p99 {{printf "%.2f" .R.Latency.P99}} ms.</p>
