@@ -56,26 +56,17 @@ func (p *workerPool) Schedule(fn func()) {
 // Throughput is the number of messages a mailbox processes per pass.
 func (p *workerPool) Throughput() int { return p.throughput }
 
-// worker runs fn, then work from the pool until it has had none for a whole
-// IdleWorker period (so it exits between one and two periods after its last
-// work). The timer is re-armed once per period, not after every pass: a
-// Reset per scheduled mailbox was a timer-heap update on the hot path.
 func (p *workerPool) worker(fn func()) {
 	fn()
 	t := time.NewTimer(p.idle)
 	defer t.Stop()
-	worked := false
 	for {
 		select {
 		case fn := <-p.work:
 			fn()
-			worked = true
-		case <-t.C:
-			if !worked {
-				return
-			}
-			worked = false
 			t.Reset(p.idle)
+		case <-t.C:
+			return
 		case <-p.quit:
 			return
 		}

@@ -57,8 +57,8 @@ func TestStoppedInstallationIsFreed(t *testing.T) {
 	// What holds a stopped actor for a short, bounded time is not measured:
 	// a subscription's goroutine ending, and an idle worker of the pool,
 	// which keeps something of the last actor it ran until it exits
-	// (one to two DefaultIdleWorker periods after its last work).
-	time.Sleep(2*DefaultIdleWorker + 500*time.Millisecond)
+	// (DefaultIdleWorker).
+	time.Sleep(DefaultIdleWorker + 500*time.Millisecond)
 	runtime.GC()
 	runtime.GC()
 	kept := 0
