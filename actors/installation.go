@@ -659,8 +659,13 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 		return
 	}
 	groups := []*sendGroup{{to: peer, entries: map[string]*messages.EncryptedMessageProtocol{}}}
+	var ownDevices []*messages.DeviceRecord
 	if peer != in.identity.Public {
-		groups = append(groups, &sendGroup{to: in.identity.Public, entries: map[string]*messages.EncryptedMessageProtocol{}})
+		// Our own paired installations get a message of their own; with
+		// none there is nothing to send them (no group, no DH fallback).
+		if ownDevices = in.activeDevices(in.identity.Public); len(ownDevices) > 0 {
+			groups = append(groups, &sendGroup{to: in.identity.Public, entries: map[string]*messages.EncryptedMessageProtocol{}})
+		}
 	}
 	// Ask for the bundle first: a rotation it triggers changes our current
 	// SPK only for the next message (Status encrypts before addBundle, §4.2).
@@ -671,8 +676,12 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 	}
 	var pending []pendingEncrypt
 	own := in.currentPreKey()
-	for _, g := range groups {
-		for _, d := range in.activeDevices(g.to) {
+	for i, g := range groups {
+		devices := ownDevices
+		if i == 0 {
+			devices = in.activeDevices(g.to)
+		}
+		for _, d := range devices {
 			req := &messages.EncryptRequest{PeerInstallationId: d.InstallationId, PeerSignedPreKey: d.SignedPreKey, OwnSignedPreKey: own[:], Payload: cmd.Payload}
 			pending = append(pending, pendingEncrypt{g, in.ask(ctx, g.to, req)})
 		}
@@ -726,33 +735,37 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 		// The states that produced these ciphertexts are durable (each
 		// PeerSession commits before it answers). A send is accepted once
 		// its envelopes are published or in the outbox.
-		writes, ids, err := in.outboxWrites(envs)
-		if err != nil {
-			report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
-			reply()
-			return
-		}
 		if _, confirms := in.deps.tr.(transport.Confirmer); !confirms {
 			// A transport that does not confirm delivery takes the envelope
 			// when Publish returns: publish first, and only what it refused
-			// goes to the outbox, to be published again (a commit less per
-			// message on the common path).
-			var failed []persistence.Write
-			for i, env := range envs {
+			// goes to the outbox, to be published again (no outbox record
+			// is made, and no commit, on the common path).
+			var failed []*messages.Envelope
+			for _, env := range envs {
 				in.deps.stats.published.Add(1)
 				if err := in.deps.tr.Publish(env); err != nil {
 					report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
-					failed = append(failed, writes[i])
+					failed = append(failed, env)
 					continue
 				}
 				report.Envelopes++
 			}
 			if len(failed) > 0 {
-				if err := in.deps.commit(failed); err != nil {
+				writes, _, err := in.outboxWrites(failed)
+				if err == nil {
+					err = in.deps.commit(writes)
+				}
+				if err != nil {
 					report.Detail += "; not kept for a retry: " + err.Error()
 				}
 				in.scheduleRetry(ctx)
 			}
+			reply()
+			return
+		}
+		writes, ids, err := in.outboxWrites(envs)
+		if err != nil {
+			report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
 			reply()
 			return
 		}

@@ -118,22 +118,35 @@ func (s *State) CanSend() bool { return !s.DHr.IsZero() }
 
 // Snapshot returns the persistent form of the state.
 func (s *State) Snapshot() *messages.RatchetState {
+	// Every key is copied into one buffer (one allocation instead of one
+	// per key: two snapshots are taken per message); each field is a
+	// capacity-limited slice of it.
+	buf := make([]byte, 0, 3*32+keys.PrivateKeySize+2*keys.PublicKeySize+len(s.Previous)*32)
+	field := func(b []byte) []byte {
+		buf = append(buf, b...)
+		return buf[len(buf)-len(b) : len(buf) : len(buf)]
+	}
 	p := &messages.RatchetState{
-		RootKey:       clone(s.Root[:]),
-		SendChainKey:  clone(s.Send[:]),
-		RecvChainKey:  clone(s.Recv[:]),
-		DhSendPrivate: clone(s.DHs.Private[:]),
-		DhSendPublic:  clone(s.DHs.Public[:]),
+		RootKey:       field(s.Root[:]),
+		SendChainKey:  field(s.Send[:]),
+		RecvChainKey:  field(s.Recv[:]),
+		DhSendPrivate: field(s.DHs.Private[:]),
+		DhSendPublic:  field(s.DHs.Public[:]),
 		SendN:         s.Ns,
 		RecvN:         s.Nr,
 		PrevSendN:     s.PN,
 		KeysCount:     s.KeysCount,
 	}
 	if !s.DHr.IsZero() {
-		p.DhRecv = clone(s.DHr[:])
+		p.DhRecv = field(s.DHr[:])
 	}
-	for _, c := range s.Previous {
-		p.PreviousChains = append(p.PreviousChains, &messages.ChainEnd{Key: clone(c.Key[:]), Length: c.Length})
+	if len(s.Previous) > 0 {
+		ends := make([]messages.ChainEnd, len(s.Previous))
+		p.PreviousChains = make([]*messages.ChainEnd, len(s.Previous))
+		for i, c := range s.Previous {
+			ends[i].Key, ends[i].Length = field(c.Key[:]), c.Length
+			p.PreviousChains[i] = &ends[i]
+		}
 	}
 	return p
 }
