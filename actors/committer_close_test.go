@@ -29,3 +29,42 @@ func TestCloseWritesQueuedCommits(t *testing.T) {
 		}
 	}
 }
+
+// Acknowledgements still queued in an installation when the engine closes
+// are written: Close lets each installation work through its queue before
+// it stops. (Found by review: Close stopped installations with a system
+// message, which runs before the queued Acks, and the redelivered messages
+// came back after a restart.)
+func TestCloseWritesQueuedAcks(t *testing.T) {
+	store := persistence.NewMemory()
+	tr := transport.NewMemory(transport.MemoryOptions{})
+	defer tr.Close()
+	e := NewEngine(Config{}, store, tr, func(Message) {})
+	id, _, err := e.CreateInstallation(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	ws := make([]persistence.Write, n)
+	for i := range ws {
+		ws[i] = persistence.Write{Key: persistence.InboxKey(id, []byte(fmt.Sprintf("msg-%04d", i))), Value: []byte{1}}
+	}
+	if err := store.Commit(ws); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if err := e.Ack(id, []byte(fmt.Sprintf("msg-%04d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	left := 0
+	if err := store.Scan(persistence.InboxPrefix(id), func(_, _ []byte) error { left++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Fatalf("%d of %d acknowledged messages still in the inbox after Close", left, n)
+	}
+}

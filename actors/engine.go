@@ -588,8 +588,15 @@ func (e *Engine) Close() error {
 			c()
 		}
 	}
+	// A poison pill, not a stop: it is a user message, so an installation
+	// first works through what is queued before it (an Ack queued just
+	// before Close is committed, not redelivered after a restart).
+	stopped := make([]actor.Future, 0, len(all))
 	for _, h := range all {
-		_ = e.system.Root.StopFuture(h.pid).Wait()
+		stopped = append(stopped, e.system.Root.PoisonFuture(h.pid))
+	}
+	for _, f := range stopped {
+		_ = f.Wait()
 	}
 	// An installation created meanwhile is hosted by nobody (host refuses
 	// a closed engine), but its record is committed first.

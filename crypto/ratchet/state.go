@@ -121,7 +121,7 @@ func (s *State) Snapshot() *messages.RatchetState {
 	// Every key is copied into one buffer (one allocation instead of one
 	// per key: two snapshots are taken per message); each field is a
 	// capacity-limited slice of it.
-	buf := make([]byte, 0, 3*32+keys.PrivateKeySize+2*keys.PublicKeySize+len(s.Previous)*32)
+	buf := make([]byte, 0, 3*32+keys.PrivateKeySize+(2+len(s.Previous))*keys.PublicKeySize)
 	field := func(b []byte) []byte {
 		buf = append(buf, b...)
 		return buf[len(buf)-len(b) : len(buf) : len(buf)]

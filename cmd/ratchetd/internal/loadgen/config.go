@@ -114,6 +114,9 @@ func (c *Config) normalize() error {
 	if c.Messages < 0 {
 		return fmt.Errorf("loadgen: negative message count")
 	}
+	if c.NoSync && !c.Durable {
+		return fmt.Errorf("loadgen: no-sync applies to a durable run only")
+	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 15 * time.Second
 	}

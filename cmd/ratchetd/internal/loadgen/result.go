@@ -95,7 +95,7 @@ func newResult(cfg Config) *Result {
 	}
 	return &Result{
 		Senders:  senders,
-		Scenario: cfg.Scenario, Durable: cfg.Durable, NoSync: cfg.Durable && cfg.NoSync, Sessions: cfg.Sessions, PayloadBytes: cfg.Payload,
+		Scenario: cfg.Scenario, Durable: cfg.Durable, NoSync: cfg.NoSync, Sessions: cfg.Sessions, PayloadBytes: cfg.Payload,
 		Started: time.Now().UTC().Truncate(time.Second),
 		Host:    Host{Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, GOMAXPROCS: runtime.GOMAXPROCS(0), CPUs: runtime.NumCPU()},
 	}
