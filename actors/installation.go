@@ -44,6 +44,7 @@ type installation struct {
 	preKeys     map[keys.PublicKey]*messages.OwnPreKey
 	devices     *registry
 	supervisors *children[keys.PublicKey]
+	asks        asks // requests to the supervisors awaiting their reply
 	publisher   *actor.PID
 	lastAdvert  map[keys.PublicKey]time.Time
 	// seen remembers recent DH-fallback entries and public envelopes, which
@@ -141,6 +142,12 @@ func (in *installation) Receive(ctx actor.Context) {
 		in.supervisors.forward(ctx, keys.PublicKey(pad33(m.PeerIdentity)), m, ctx.Sender())
 	case *messages.Tick:
 		in.supervisors.onTick(ctx)
+	case *askReply:
+		in.asks.replied(m)
+	case *askSweep:
+		in.asks.sweep(ctx, in.deps.cfg.RequestTimeout)
+	case *actor.Stopped, *actor.Restarting:
+		in.asks.release(ctx)
 	case *actor.Terminated:
 		in.supervisors.terminated(ctx, m.Who)
 	}
@@ -203,11 +210,12 @@ func (in *installation) spawnSupervisor(ctx actor.Context, peer keys.PublicKey) 
 }
 
 // ask sends a request to the SessionSupervisor of a peer identity (held
-// while a passivated one stops) and returns the future of its reply.
-func (in *installation) ask(ctx actor.Context, peer keys.PublicKey, msg any) actor.Future {
-	f := actor.NewFuture(ctx.ActorSystem(), in.deps.cfg.RequestTimeout)
-	in.supervisors.forward(ctx, peer, msg, f.PID())
-	return f
+// while a passivated one stops); cont runs in this actor with its reply, or
+// with ErrTimeout after RequestTimeout (see asks).
+func (in *installation) ask(ctx actor.Context, peer keys.PublicKey, msg any, cont func(res any, err error)) {
+	in.asks.ask(ctx, in.deps.cfg.RequestTimeout, func(replyTo *actor.PID) {
+		in.supervisors.forward(ctx, peer, msg, replyTo)
+	}, cont)
 }
 
 // activeDevices are the installations of identity to send to: enabled, most
@@ -515,8 +523,7 @@ func (in *installation) receiveRatchet(ctx actor.Context, env *messages.Incoming
 	}
 	respondTo := ctx.Sender()
 	from := deviceKey{sender, pm.InstallationId}
-	f := in.ask(ctx, sender, req)
-	ctx.ReenterAfter(f, func(res any, err error) {
+	in.ask(ctx, sender, req, func(res any, err error) {
 		r, _ := res.(*messages.DecryptResponse)
 		code := messages.ErrorCode_TIMEOUT
 		detail := ""
@@ -671,8 +678,8 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 	// SPK only for the next message (Status encrypts before addBundle, §4.2).
 	bundleReply, bundleF := in.bundleNow(ctx)
 	type pendingEncrypt struct {
-		g *sendGroup
-		f actor.Future
+		g   *sendGroup
+		req *messages.EncryptRequest
 	}
 	var pending []pendingEncrypt
 	own := in.currentPreKey()
@@ -683,7 +690,7 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 		}
 		for _, d := range devices {
 			req := &messages.EncryptRequest{PeerInstallationId: d.InstallationId, PeerSignedPreKey: d.SignedPreKey, OwnSignedPreKey: own[:], Payload: cmd.Payload}
-			pending = append(pending, pendingEncrypt{g, in.ask(ctx, g.to, req)})
+			pending = append(pending, pendingEncrypt{g, req})
 		}
 	}
 	remaining := len(pending)
@@ -800,7 +807,7 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 		finish() // nothing to wait for (no device of the peer known)
 	}
 	for _, p := range pending {
-		ctx.ReenterAfter(p.f, func(res any, err error) {
+		in.ask(ctx, p.g.to, p.req, func(res any, err error) {
 			r, _ := res.(*messages.EncryptResponse)
 			switch {
 			case err == nil && r != nil && r.Error == messages.ErrorCode_OK:
