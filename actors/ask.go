@@ -28,7 +28,7 @@ import (
 // first) releases its free slots, so an idle one (a million may be hosted)
 // keeps none.
 type asks struct {
-	pending map[*askSlot]*pendingAsk
+	pending map[*askSlot]pendingAsk
 	free    []*askSlot
 	n       int  // slots made, for their names
 	armed   bool // an askSweep is scheduled
@@ -65,12 +65,12 @@ func (s *askSlot) SendSystemMessage(*actor.PID, any) {}
 
 func (s *askSlot) Stop(*actor.PID) {}
 
-// ask sends msg to forward's target with a reply slot as its sender; cont
-// runs in the Installation, with the reply or with ErrTimeout after
-// RequestTimeout.
-func (a *asks) ask(ctx actor.Context, timeout time.Duration, send func(replyTo *actor.PID), cont func(res any, err error)) {
+// ask takes a reply slot for one request and returns its PID, the sender to
+// give the request; cont runs in the Installation, with the reply or with
+// ErrTimeout after about timeout.
+func (a *asks) ask(ctx actor.Context, timeout time.Duration, cont func(res any, err error)) *actor.PID {
 	if a.pending == nil {
-		a.pending = make(map[*askSlot]*pendingAsk)
+		a.pending = make(map[*askSlot]pendingAsk)
 	}
 	var s *askSlot
 	if n := len(a.free); n > 0 {
@@ -80,12 +80,12 @@ func (a *asks) ask(ctx actor.Context, timeout time.Duration, send func(replyTo *
 		a.n++
 		s.pid, _ = ctx.ActorSystem().ProcessRegistry.Add(s, ctx.Self().Id+"/ask$"+strconv.Itoa(a.n))
 	}
-	a.pending[s] = &pendingAsk{cont: cont, deadline: time.Now().Add(timeout)}
+	a.pending[s] = pendingAsk{cont: cont, deadline: time.Now().Add(timeout)}
 	a.used = true
 	if !a.armed {
 		a.arm(ctx, timeout)
 	}
-	send(s.pid)
+	return s.pid
 }
 
 func (a *asks) arm(ctx actor.Context, after time.Duration) {
@@ -97,8 +97,8 @@ func (a *asks) arm(ctx actor.Context, after time.Duration) {
 // replied runs the continuation of the ask a reply is for, and frees its
 // slot; a reply for no pending ask (an abandoned slot's) is dropped.
 func (a *asks) replied(m *askReply) {
-	p := a.pending[m.slot]
-	if p == nil {
+	p, ok := a.pending[m.slot]
+	if !ok {
 		return
 	}
 	delete(a.pending, m.slot)
@@ -113,7 +113,7 @@ func (a *asks) sweep(ctx actor.Context, timeout time.Duration) {
 	a.armed = false
 	reg := ctx.ActorSystem().ProcessRegistry
 	now := time.Now()
-	var overdue []*pendingAsk
+	var overdue []pendingAsk
 	for s, p := range a.pending {
 		if !now.Before(p.deadline) {
 			delete(a.pending, s)

@@ -59,9 +59,7 @@ type slotsQuery struct{ reply chan int }
 func (k *asker) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case int:
-		k.a.ask(ctx, k.timeout, func(replyTo *actor.PID) {
-			ctx.RequestWithCustomSender(k.echo, m, replyTo)
-		}, func(res any, err error) { k.out <- outcome{m, res, err} })
+		ctx.RequestWithCustomSender(k.echo, m, k.a.ask(ctx, k.timeout, func(res any, err error) { k.out <- outcome{m, res, err} }))
 	case *askReply:
 		k.a.replied(m)
 	case *askSweep:

@@ -11,11 +11,18 @@ import (
 // Writes queued without waiting (an inbox deletion, registry activity) just
 // before Engine.Close are written: Close poisons the Committer last, and the
 // Committer's Flush note for them is behind the poison.
-func TestCloseWritesQueuedCommits(t *testing.T) {
+// memoryEngine is an engine on an in-memory store and transport; the
+// transport is closed after the test.
+func memoryEngine(t *testing.T) (*Engine, *persistence.Memory) {
+	t.Helper()
 	store := persistence.NewMemory()
 	tr := transport.NewMemory(transport.MemoryOptions{})
-	defer tr.Close()
-	e := NewEngine(Config{}, store, tr, func(Message) {})
+	t.Cleanup(func() { tr.Close() })
+	return NewEngine(Config{}, store, tr, func(Message) {}), store
+}
+
+func TestCloseWritesQueuedCommits(t *testing.T) {
+	e, store := memoryEngine(t)
 	const n = 50
 	for i := range n {
 		e.deps.commitLater([]persistence.Write{{Key: []byte(fmt.Sprintf("later-%02d", i)), Value: []byte{1}}})
@@ -36,10 +43,7 @@ func TestCloseWritesQueuedCommits(t *testing.T) {
 // message, which runs before the queued Acks, and the redelivered messages
 // came back after a restart.)
 func TestCloseWritesQueuedAcks(t *testing.T) {
-	store := persistence.NewMemory()
-	tr := transport.NewMemory(transport.MemoryOptions{})
-	defer tr.Close()
-	e := NewEngine(Config{}, store, tr, func(Message) {})
+	e, store := memoryEngine(t)
 	id, _, err := e.CreateInstallation(nil)
 	if err != nil {
 		t.Fatal(err)

@@ -14,10 +14,7 @@ import (
 // creations are under way waits for them and then refuses new ones, so
 // none waits for a Committer that is gone (CommitTimeout, 2 minutes).
 func TestCreateInstallationDuringClose(t *testing.T) {
-	store := persistence.NewMemory()
-	tr := transport.NewMemory(transport.MemoryOptions{})
-	defer tr.Close()
-	e := NewEngine(Config{}, store, tr, func(Message) {})
+	e, _ := memoryEngine(t)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	created, refused := 0, 0

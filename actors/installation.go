@@ -213,9 +213,7 @@ func (in *installation) spawnSupervisor(ctx actor.Context, peer keys.PublicKey) 
 // while a passivated one stops); cont runs in this actor with its reply, or
 // with ErrTimeout after RequestTimeout (see asks).
 func (in *installation) ask(ctx actor.Context, peer keys.PublicKey, msg any, cont func(res any, err error)) {
-	in.asks.ask(ctx, in.deps.cfg.RequestTimeout, func(replyTo *actor.PID) {
-		in.supervisors.forward(ctx, peer, msg, replyTo)
-	}, cont)
+	in.supervisors.forward(ctx, peer, msg, in.asks.ask(ctx, in.deps.cfg.RequestTimeout, cont))
 }
 
 // activeDevices are the installations of identity to send to: enabled, most
