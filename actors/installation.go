@@ -847,7 +847,7 @@ func (in *installation) withBundle(ctx actor.Context, fn func(*messages.BundleRe
 // re-signs it, or rotates the prekey first when it expired.
 func (in *installation) bundleNow(ctx actor.Context) (*messages.BundleReply, actor.Future) {
 	now := in.deps.cfg.Clock()
-	if in.bundle != nil && now.Sub(in.bundleAt) < in.deps.cfg.BundleResignInterval && !now.Before(in.bundleAt) {
+	if in.bundle != nil && fresh(now, in.bundleAt, in.deps.cfg.BundleResignInterval) {
 		return in.bundle, nil
 	}
 	return nil, ctx.RequestFuture(in.publisher, &messages.BundleRequest{NowUnixNano: now.UnixNano()}, in.deps.cfg.RequestTimeout)
