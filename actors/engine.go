@@ -419,7 +419,13 @@ func (e *Engine) gateway(pid *actor.PID) transport.Handler {
 		if !d.Recipient.IsZero() {
 			env.Recipient = d.Recipient[:]
 		}
-		res, err := e.system.Root.RequestFuture(pid, env, e.deps.cfg.RequestTimeout).Result()
+		f := e.system.Root.RequestFuture(pid, env, e.deps.cfg.RequestTimeout)
+		if d.Taken != nil {
+			// In the installation's mailbox: the next delivery queues
+			// behind it, so a conversation is received in order.
+			d.Taken()
+		}
+		res, err := f.Result()
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrTimeout, err)
 		}

@@ -42,12 +42,19 @@ type Delivery struct {
 	// ID identifies the envelope (Keccak-256 of its signed digest and
 	// signature), as Status uses the Waku envelope hash.
 	ID [32]byte
+	// Taken, when set, is what a handler that queues the delivery and then
+	// waits for its outcome calls once it is queued: the transport may then
+	// hand the subscription's next delivery over before this one returns.
+	// Optional, idempotent; nil when the transport does not pipeline.
+	Taken func()
 }
 
 // Handler receives deliveries. A transport calls one subscription's handler
-// sequentially; it may block (back-pressure). It returns an error when the
-// delivery was not taken (the receiver could not commit it): a transport
-// that acknowledges deliveries then does not, and the sender tries again.
+// in arrival order, one call after another, except that once a call has
+// called Delivery.Taken the next call may begin; it may block
+// (back-pressure). It returns an error when the delivery was not taken (the
+// receiver could not commit it): a transport that acknowledges deliveries
+// then does not, and the sender tries again.
 type Handler func(Delivery) error
 
 // Transport publishes envelopes on topics and delivers them to subscribers.

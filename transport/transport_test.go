@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,5 +149,89 @@ func TestMemoryAsync(t *testing.T) {
 	defer mu.Unlock()
 	if forged != 0 || m.Stats().Rejected != 1 {
 		t.Fatalf("altered envelope: %d delivered as the signer's, %d rejected", forged, m.Stats().Rejected)
+	}
+}
+
+// An async subscription verifies signatures in parallel but calls its
+// handler in arrival order: the next call begins once the previous one
+// called Delivery.Taken (up to Concurrency in flight) or returned. Called
+// in parallel, three in four of a burst's messages reached the receiver out
+// of order.
+func TestMemoryAsyncInOrder(t *testing.T) {
+	const n, inFlight = 300, 8
+	m := transport.NewMemory(transport.MemoryOptions{Concurrency: inFlight})
+	defer m.Close()
+	a := key(t)
+
+	// A handler that calls Taken: called in order, and inFlight of them
+	// wait together (each waits for the next inFlight-1 to begin).
+	var mu sync.Mutex
+	var order []int
+	begun := make([]chan struct{}, n)
+	for i := range begun {
+		begun[i] = make(chan struct{})
+	}
+	done := make(chan struct{})
+	m.Subscribe("taken", func(d transport.Delivery) error {
+		i := int(d.Payload[0])<<8 | int(d.Payload[1])
+		mu.Lock()
+		order = append(order, i)
+		if len(order) == n {
+			close(done)
+		}
+		mu.Unlock()
+		close(begun[i])
+		d.Taken()
+		if j := min(i+inFlight-1, n-1); j > i {
+			select {
+			case <-begun[j]:
+			case <-time.After(5 * time.Second):
+				t.Errorf("delivery %d waited in vain for %d to begin", i, j)
+			}
+		}
+		return nil
+	})
+	// A handler that does not: its calls never overlap.
+	var active, maxActive, calls atomic.Int32
+	plainDone := make(chan struct{})
+	m.Subscribe("plain", func(d transport.Delivery) error {
+		if v := active.Add(1); v > maxActive.Load() {
+			maxActive.Store(v)
+		}
+		time.Sleep(100 * time.Microsecond)
+		active.Add(-1)
+		if calls.Add(1) == 50 {
+			close(plainDone)
+		}
+		return nil
+	})
+	for i := range n {
+		env, _ := transport.Seal(a.Private, "taken", nil, []byte{byte(i >> 8), byte(i)})
+		if err := m.Publish(env); err != nil {
+			t.Fatal(err)
+		}
+		if i < 50 {
+			env, _ := transport.Seal(a.Private, "plain", nil, []byte("p"))
+			if err := m.Publish(env); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, c := range []chan struct{}{done, plainDone} {
+		select {
+		case <-c:
+		case <-time.After(10 * time.Second):
+			t.Fatal("not all delivered")
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, v := range order {
+		if v != i {
+			t.Fatalf("delivery %d was message %d: out of order (%v…)", i, v, order[:min(len(order), i+5)])
+		}
+	}
+	if maxActive.Load() != 1 {
+		t.Fatalf("a handler that never calls Taken ran %d calls at once, want 1", maxActive.Load())
 	}
 }
