@@ -3,6 +3,7 @@ package actors
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -186,12 +187,11 @@ func commitRequest(ws []persistence.Write) *messages.CommitRequest {
 // answer (release a ciphertext or a plaintext) before its state is durable,
 // and blocking one session's mailbox leaves every other session running.
 func (d *deps) commit(ws []persistence.Write) error {
-	done := make(chan error, 1)
-	d.root.Send(d.committer, &localCommit{writes: ws, done: done})
-	t := time.NewTimer(d.cfg.CommitTimeout)
-	defer t.Stop()
+	w := getCommitWait(d.cfg.CommitTimeout)
+	d.root.Send(d.committer, &localCommit{writes: ws, done: w.done})
 	select {
-	case err := <-done:
+	case err := <-w.done:
+		putCommitWait(w) // answered: nothing more comes on done
 		switch {
 		case err == nil:
 			return nil
@@ -199,9 +199,36 @@ func (d *deps) commit(ws []persistence.Write) error {
 			return err
 		}
 		return fmt.Errorf("%w: %w", errStore, err)
-	case <-t.C:
+	case <-w.timer.C:
+		// Not reused: the Committer may still answer on done.
 		return fmt.Errorf("%w: no answer from the Committer in %v", errStore, d.cfg.CommitTimeout)
 	}
+}
+
+// commitWait is what a commit waits with: the answer's channel and the
+// CommitTimeout timer. They are recycled (two commits per message on the
+// hot path; a new timer and channel were 5 allocations each time), unless
+// the wait timed out, when the Committer may still answer.
+type commitWait struct {
+	done  chan error
+	timer *time.Timer
+}
+
+var commitWaits sync.Pool
+
+func getCommitWait(timeout time.Duration) *commitWait {
+	if w, ok := commitWaits.Get().(*commitWait); ok {
+		w.timer.Reset(timeout)
+		return w
+	}
+	return &commitWait{done: make(chan error, 1), timer: time.NewTimer(timeout)}
+}
+
+// putCommitWait recycles w once its answer was received. Since Go 1.23 a
+// stopped timer delivers no stale tick, so a Reset timer starts clean.
+func putCommitWait(w *commitWait) {
+	w.timer.Stop()
+	commitWaits.Put(w)
 }
 
 // commitLater queues writes without waiting (registry activity, inbox

@@ -1,9 +1,15 @@
 package actors
 
 import (
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/ratchetd/ratchetd/messages"
 	"github.com/ratchetd/ratchetd/persistence"
 	"github.com/ratchetd/ratchetd/transport"
 )
@@ -70,5 +76,65 @@ func TestCloseWritesQueuedAcks(t *testing.T) {
 	}
 	if left != 0 {
 		t.Fatalf("%d of %d acknowledged messages still in the inbox after Close", left, n)
+	}
+}
+
+// Engine.Ack does not wait, so the installation answers an AckMessage only
+// when it was asked: its answer to nobody went to the dead letters, one
+// per acknowledged message. A request still gets its answer.
+func TestAckSendsNoDeadLetter(t *testing.T) {
+	e, _ := memoryEngine(t)
+	defer e.Close()
+	var dead atomic.Int32
+	sub := e.system.EventStream.Subscribe(func(ev any) {
+		if _, ok := ev.(*actor.DeadLetterEvent); ok {
+			dead.Add(1)
+		}
+	})
+	defer e.system.EventStream.Unsubscribe(sub)
+	id, _, err := e.CreateInstallation(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := e.Ack(id, []byte(fmt.Sprintf("msg-%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := e.Request(id, &messages.AckMessage{Id: []byte("asked")}) // behind the 20
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := res.(*messages.Ack); !ok {
+		t.Fatalf("a requested AckMessage was answered with %T", res)
+	}
+	if n := dead.Load(); n != 0 {
+		t.Fatalf("%d dead letters after 20 acknowledgements, want none", n)
+	}
+}
+
+// A commit waits with a recycled channel and timer, except after a
+// timeout: the Committer may still answer on that channel, and the late
+// answer must not become a later commit's outcome.
+func TestCommitWaitNotReusedAfterTimeout(t *testing.T) {
+	e, _ := memoryEngine(t)
+	defer e.Close()
+	late := make(chan chan<- error, 1)
+	hole := e.system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if m, ok := ctx.Message().(*localCommit); ok {
+			late <- m.done // never answered in time
+		}
+	}))
+	real, timeout := e.deps.committer, e.deps.cfg.CommitTimeout
+	e.deps.committer, e.deps.cfg.CommitTimeout = hole, 20*time.Millisecond
+	if err := e.deps.commit([]persistence.Write{{Key: []byte("k"), Value: []byte{1}}}); !errors.Is(err, errStore) {
+		t.Fatalf("a commit nobody answered returned %v, want a store error", err)
+	}
+	(<-late) <- errors.New("a late answer")
+	e.deps.committer, e.deps.cfg.CommitTimeout = real, timeout
+	for i := range 50 {
+		if err := e.deps.commit([]persistence.Write{{Key: []byte(fmt.Sprint("k", i)), Value: []byte{1}}}); err != nil {
+			t.Fatalf("commit %d after the timeout: %v", i, err)
+		}
 	}
 }

@@ -133,7 +133,9 @@ func (in *installation) Receive(ctx actor.Context) {
 		in.readOutbox(ctx, true)
 	case *messages.AckMessage:
 		in.ack(m.Id)
-		ctx.Respond(&messages.Ack{})
+		if ctx.Sender() != nil { // Engine.Ack sends it without waiting
+			ctx.Respond(&messages.Ack{})
+		}
 	case *messages.BundleRequest:
 		ctx.Forward(in.publisher)
 	case *messages.RotateRequest:
