@@ -16,12 +16,13 @@ type usage struct {
 	cpu        time.Duration // user + system (getrusage)
 	mallocs    uint64
 	totalAlloc uint64
+	host       hostTicks
 }
 
 func sampleUsage() usage {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return usage{cpu: cpuTime(), mallocs: ms.Mallocs, totalAlloc: ms.TotalAlloc}
+	return usage{cpu: cpuTime(), mallocs: ms.Mallocs, totalAlloc: ms.TotalAlloc, host: readHostTicks()}
 }
 
 // heapInUse is the live heap after a collection: the memory a set of

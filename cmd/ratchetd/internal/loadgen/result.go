@@ -38,15 +38,17 @@ type Result struct {
 	CeilingRuns       []float64 `json:"ceiling_runs_msgs_per_sec,omitempty"`
 	FractionOfCeiling float64   `json:"fraction_of_ceiling"`
 
-	CPUSeconds   float64 `json:"cpu_seconds"`
-	CPUPerMsgUS  float64 `json:"cpu_per_msg_us"`
-	Allocs       uint64  `json:"allocs"`
-	AllocBytes   uint64  `json:"alloc_bytes"`
-	AllocsPerMsg float64 `json:"allocs_per_msg"`
-	BytesPerMsg  float64 `json:"alloc_bytes_per_msg"`
-	PeakRSSMB    float64 `json:"peak_rss_mb"`
-	RSSMB        float64 `json:"rss_mb,omitempty"`
-	DiskBytes    int64   `json:"disk_bytes,omitempty"` // the data directory after close (compacted)
+	CPUSeconds  float64 `json:"cpu_seconds"`
+	CPUPerMsgUS float64 `json:"cpu_per_msg_us"`
+	// HostCPU is the whole machine during the measured phase (Linux).
+	HostCPU      *HostCPU `json:"host_cpu,omitempty"`
+	Allocs       uint64   `json:"allocs"`
+	AllocBytes   uint64   `json:"alloc_bytes"`
+	AllocsPerMsg float64  `json:"allocs_per_msg"`
+	BytesPerMsg  float64  `json:"alloc_bytes_per_msg"`
+	PeakRSSMB    float64  `json:"peak_rss_mb"`
+	RSSMB        float64  `json:"rss_mb,omitempty"`
+	DiskBytes    int64    `json:"disk_bytes,omitempty"` // the data directory after close (compacted)
 
 	SetupSeconds        float64 `json:"setup_seconds"`
 	HeapPerConversation float64 `json:"heap_per_conversation_bytes,omitempty"`
@@ -125,6 +127,7 @@ func (res *Result) fill(r *run, stats ratchetd.Stats, lost int64, elapsed time.D
 		Max: ms(h.Max), Mean: ms(h.Mean()),
 	}
 	res.CPUSeconds = (after.cpu - before.cpu).Seconds()
+	res.HostCPU = hostCPU(before.host, after.host)
 	res.Allocs = after.mallocs - before.mallocs
 	res.AllocBytes = after.totalAlloc - before.totalAlloc
 	if res.Messages > 0 {
@@ -189,6 +192,10 @@ func (res *Result) WriteTable(w io.Writer) error {
 		row("ceiling", "not measured")
 	}
 	row("cpu", "%.2f s (%.2f cores busy), %.0f µs per message", res.CPUSeconds, res.CPUSeconds/max(res.Seconds, 1e-9), res.CPUPerMsgUS)
+	if h := res.HostCPU; h != nil {
+		row("machine", "user %.0f %%, system %.0f %%, idle %.0f %%, iowait %.0f %%, irq %.0f %%, steal %.0f %% (all cores, all processes)",
+			100*h.User, 100*h.System, 100*h.Idle, 100*h.IOWait, 100*h.IRQ, 100*h.Steal)
+	}
 	row("allocations", "%s (%.0f per message, %s per message)", thousands(int64(res.Allocs)), res.AllocsPerMsg, bytesIEC(res.BytesPerMsg))
 	mem := fmt.Sprintf("peak RSS %.1f MB", res.PeakRSSMB)
 	if res.HeapPerConversation != 0 {

@@ -155,9 +155,11 @@ latency p50 {{printf "%.2f" .R.Latency.P50}} ms, p99 {{printf "%.2f" .R.Latency.
 <h2>How to read it</h2>
 <p>Latency runs from the start of <code>Account.Send</code> to the receipt by the application handler, through
 the actors, the store commit and the in-memory transport. The ceiling is a straight-line loop of the same
-cryptographic primitives (encrypt, protobuf wire, decrypt) with no actors, no persistence, no envelope signature
-and no bundle handling, on as many goroutines as the run had sending conversations (at most GOMAXPROCS); the
-fraction shows what everything else costs.</p>
+cryptography (encrypt, protobuf wire, the envelope's signature and its recovery, decrypt; for x3dh also the
+new account's keys, its bundle's signature and the contact-code envelope it publishes) with no actors and no
+persistence, on as many goroutines as the run had sending conversations (at most GOMAXPROCS), measured just
+before and just after the run; the fraction shows what everything else costs. The machine row splits all
+cores' time: idle and iowait are cores that had nothing to run.</p>
 <details><summary>JSON</summary><pre>{{.JSON}}</pre></details>
 </body></html>
 `))
