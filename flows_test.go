@@ -576,3 +576,68 @@ func TestFlowLossyNetwork(t *testing.T) {
 		t.Fatalf("%d messages missing; only the dropped burst may be", lost)
 	}
 }
+
+// A sender's last verified bundle is recognised by its signature and not
+// verified again; the same signature over other content (a prekey version
+// changed, a device added) is ignored, as it is when it comes first: it
+// fails verification.
+func TestBundleSignatureCache(t *testing.T) {
+	w := newWorld(t, transport.Faults{}, nil)
+	alice := w.account()
+	bobID := newIdentity(t)
+	bob := addDevice(t, w, bobID)
+	exported, err := bob.ExportBundle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := base64.RawURLEncoding.DecodeString(exported)
+	var genuine messages.Bundle
+	if err := proto.Unmarshal(raw, &genuine); err != nil {
+		t.Fatal(err)
+	}
+	inject := func(b *messages.Bundle) {
+		payload, _ := proto.Marshal(&messages.ProtocolMessage{InstallationId: bob.InstallationID(), Bundles: []*messages.Bundle{b}})
+		to := alice.Identity()
+		env, err := transport.Seal(bobID, transport.PartitionedTopic(to), &to, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.mem.Publish(env); err != nil {
+			t.Fatal(err)
+		}
+		w.deliver()
+	}
+	altered := func() *messages.Bundle {
+		b := proto.Clone(&genuine).(*messages.Bundle)
+		for _, spk := range b.SignedPreKeys {
+			spk.Version = 99
+		}
+		b.SignedPreKeys["forged-device"] = proto.Clone(b.SignedPreKeys[bob.InstallationID()]).(*messages.SignedPreKey)
+		return b
+	}
+	check := func(when string) {
+		t.Helper()
+		devs, err := alice.Devices(bob.Identity())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range devs {
+			if d.InstallationID != bob.InstallationID() || d.Version == 99 {
+				t.Fatalf("%s: alice knows %+v", when, devs)
+			}
+		}
+	}
+
+	bad := w.eng.Stats().BadBundles
+	inject(altered()) // first: verified, and refused
+	if w.eng.Stats().BadBundles != bad+1 {
+		t.Fatal("an altered bundle was not refused")
+	}
+	check("after an altered bundle")
+	inject(&genuine)
+	if devs, _ := alice.Devices(bob.Identity()); len(devs) != 1 {
+		t.Fatalf("the genuine bundle stored %+v, want bob's device", devs)
+	}
+	inject(altered()) // after the genuine one: recognised by its signature
+	check("after the genuine bundle and an altered one")
+}
