@@ -162,6 +162,24 @@ func addDevice(t *testing.T, w *world, id keys.PrivateKey) *ratchetd.Account {
 	return a
 }
 
+// injectTo publishes pm to `to` on its partitioned topic in an envelope
+// signed by signer, and delivers it.
+func injectTo(t *testing.T, w *world, signer keys.PrivateKey, to keys.PublicKey, pm *messages.ProtocolMessage) {
+	t.Helper()
+	payload, err := proto.Marshal(pm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := transport.Seal(signer, transport.PartitionedTopic(to), &to, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.mem.Publish(env); err != nil {
+		t.Fatal(err)
+	}
+	w.deliver()
+}
+
 // Flow 3: every bundle is verified before anything is stored, and a bundle
 // whose identity is not the transport sender's is rejected.
 func TestFlowBundleChecks(t *testing.T) {
@@ -178,16 +196,7 @@ func TestFlowBundleChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	inject := func(signer keys.PrivateKey, pm *messages.ProtocolMessage) {
-		payload, _ := proto.Marshal(pm)
-		to := alice.Identity()
-		env, err := transport.Seal(signer, transport.PartitionedTopic(to), &to, payload)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.mem.Publish(env); err != nil {
-			t.Fatal(err)
-		}
-		w.deliver()
+		injectTo(t, w, signer, alice.Identity(), pm)
 	}
 	// Mallory forwards Bob's genuine bundle: not Mallory's, so not stored.
 	inject(mallory, &messages.ProtocolMessage{InstallationId: "mallory-1", Bundles: []*messages.Bundle{&bobBundle}})
@@ -596,16 +605,7 @@ func TestBundleSignatureCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	inject := func(b *messages.Bundle) {
-		payload, _ := proto.Marshal(&messages.ProtocolMessage{InstallationId: bob.InstallationID(), Bundles: []*messages.Bundle{b}})
-		to := alice.Identity()
-		env, err := transport.Seal(bobID, transport.PartitionedTopic(to), &to, payload)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.mem.Publish(env); err != nil {
-			t.Fatal(err)
-		}
-		w.deliver()
+		injectTo(t, w, bobID, alice.Identity(), &messages.ProtocolMessage{InstallationId: bob.InstallationID(), Bundles: []*messages.Bundle{b}})
 	}
 	altered := func() *messages.Bundle {
 		b := proto.Clone(&genuine).(*messages.Bundle)
