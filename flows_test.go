@@ -638,6 +638,10 @@ func TestBundleSignatureCache(t *testing.T) {
 	if devs, _ := alice.Devices(bob.Identity()); len(devs) != 1 {
 		t.Fatalf("the genuine bundle stored %+v, want bob's device", devs)
 	}
+	bad = w.eng.Stats().BadBundles
 	inject(altered()) // after the genuine one: recognised by its signature
 	check("after the genuine bundle and an altered one")
+	if w.eng.Stats().BadBundles != bad {
+		t.Fatal("an altered bundle under the last verified signature was verified again")
+	}
 }

@@ -225,9 +225,16 @@ func getCommitWait(timeout time.Duration) *commitWait {
 }
 
 // putCommitWait recycles w once its answer was received. Since Go 1.23 a
-// stopped timer delivers no stale tick, so a Reset timer starts clean.
+// stopped timer delivers no stale tick; the drain is for a program run
+// with GODEBUG=asynctimerchan=1, where a tick that fired with the answer
+// would otherwise fail the next commit at once.
 func putCommitWait(w *commitWait) {
-	w.timer.Stop()
+	if !w.timer.Stop() {
+		select {
+		case <-w.timer.C:
+		default:
+		}
+	}
 	commitWaits.Put(w)
 }
 

@@ -421,8 +421,11 @@ func (e *Engine) gateway(pid *actor.PID) transport.Handler {
 		}
 		f := e.system.Root.RequestFuture(pid, env, e.deps.cfg.RequestTimeout)
 		if d.Taken != nil {
-			// In the installation's mailbox: the next delivery queues
-			// behind it, so a conversation is received in order.
+			// In the installation's mailbox (RequestFuture queues it
+			// before it returns): the subscription's next delivery queues
+			// behind it, so what arrives on one topic is received in
+			// order. (An installation listens on two topics; a peer that
+			// moves from one to the other can still be overtaken.)
 			d.Taken()
 		}
 		res, err := f.Result()

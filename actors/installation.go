@@ -384,12 +384,14 @@ func (in *installation) malformed(ctx actor.Context, why string) {
 // stored, and rejects a bundle that is not the sender's own (X3DH §3.3;
 // status-compat.md §4.4: Status checks neither first).
 func (in *installation) processBundle(ctx actor.Context, sender keys.PublicKey, b *messages.Bundle) {
-	// The signature stands for the content it signs (status-compat.md
-	// §4.4): the sender's last verified signature again is the bundle
-	// verified and stored last time, and nothing of it is used. Other
-	// content under that signature would fail verification: it is ignored
-	// either way. (This replaced a deterministic marshal and a Keccak of
-	// every attached bundle: 6 allocations per received message.)
+	// A bundle with the sender's last verified signature is taken for the
+	// one verified and stored then, and nothing of it is used: other
+	// content under that signature (only its signer can send it, in an
+	// envelope it signed too) changes nothing, as when it fails
+	// verification. One difference: what the signature does not cover (the
+	// entries' protocol versions, status-compat.md §4.4) changes only with
+	// a new signature. (This replaced a deterministic marshal and a Keccak
+	// of every attached bundle: 6 allocations per received message.)
 	var sig [keys.SignatureSize]byte
 	if len(b.GetSignature()) == len(sig) {
 		copy(sig[:], b.Signature)

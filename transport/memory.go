@@ -34,7 +34,8 @@ type MemoryOptions struct {
 	// verified in parallel, and a handler that calls Delivery.Taken gets the
 	// next delivery, in order, before it returns. A receiver that
 	// acknowledges only what it committed then still has several
-	// deliveries to commit together.
+	// deliveries to commit together. A handler that blocks without calling
+	// Taken holds up its subscription's later deliveries.
 	Concurrency int
 }
 
@@ -242,11 +243,13 @@ func (m *Memory) deliver(s *subscription, raw []byte, prev <-chan struct{}, next
 	pass := func() { once.Do(func() { close(next) }) }
 	defer pass()
 	var env messages.Envelope
-	if err := proto.Unmarshal(raw, &env); err != nil {
-		m.rejected.Add(1)
-		return
+	var d Delivery
+	err := proto.Unmarshal(raw, &env)
+	if err == nil {
+		d, err = Open(&env, m.opts.MaxPayload)
 	}
-	d, err := Open(&env, m.opts.MaxPayload)
+	// Every delivery waits for its turn, a bad one too: passing the turn
+	// on early would let the next delivery overtake the one before.
 	<-prev
 	if err != nil {
 		m.rejected.Add(1)

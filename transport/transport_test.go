@@ -210,6 +210,11 @@ func TestMemoryAsyncInOrder(t *testing.T) {
 		if err := m.Publish(env); err != nil {
 			t.Fatal(err)
 		}
+		if i%7 == 0 {
+			// Bytes that are no envelope wait for their turn too.
+			m.Inject("taken", []byte{0xff, 0xff, 0xff})
+			m.Inject("plain", []byte{0xff, 0xff, 0xff})
+		}
 		if i < 50 {
 			env, _ := transport.Seal(a.Private, "plain", nil, []byte("p"))
 			if err := m.Publish(env); err != nil {

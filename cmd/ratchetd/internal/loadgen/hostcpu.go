@@ -47,11 +47,22 @@ type HostCPU struct {
 	Steal  float64 `json:"steal"`
 }
 
-// hostCPU is the split between two readings; nil without /proc/stat.
+// hostCPU is the split between two readings; nil without both. A counter
+// that went backwards counts zero: proc(5) says iowait can decrease, and
+// idle does on some tickless kernels.
 func hostCPU(a, b hostTicks) *HostCPU {
-	d := hostTicks{b.user - a.user, b.system - a.system, b.idle - a.idle, b.iowait - a.iowait, b.irq - a.irq, b.steal - a.steal}
+	if a == (hostTicks{}) || b == (hostTicks{}) {
+		return nil
+	}
+	sub := func(x, y uint64) uint64 {
+		if y < x {
+			return 0
+		}
+		return y - x
+	}
+	d := hostTicks{sub(a.user, b.user), sub(a.system, b.system), sub(a.idle, b.idle), sub(a.iowait, b.iowait), sub(a.irq, b.irq), sub(a.steal, b.steal)}
 	total := float64(d.user + d.system + d.idle + d.iowait + d.irq + d.steal)
-	if total <= 0 || b.user < a.user {
+	if total <= 0 {
 		return nil
 	}
 	f := func(x uint64) float64 { return float64(x) / total }

@@ -17,8 +17,14 @@ func TestHostCPU(t *testing.T) {
 	if math.Abs(sum-1) > 1e-9 || math.Abs(h.User-0.8) > 1e-9 || math.Abs(h.IOWait-0.06) > 1e-9 {
 		t.Fatalf("split %+v (sum %v), want user 0.8, iowait 0.06", h, sum)
 	}
-	if hostCPU(a, a) != nil || hostCPU(hostTicks{}, hostTicks{}) != nil {
-		t.Fatal("a split without elapsed ticks")
+	if hostCPU(a, a) != nil || hostCPU(hostTicks{}, b) != nil || hostCPU(a, hostTicks{}) != nil {
+		t.Fatal("a split without two readings or elapsed ticks")
+	}
+	// iowait may go backwards (proc(5)): it counts zero, not 2^64.
+	back := b
+	back.iowait = a.iowait - 1
+	if h := hostCPU(a, back); h == nil || h.IOWait != 0 || h.User > 1 {
+		t.Fatalf("a counter that went backwards gave %+v", h)
 	}
 	if runtime.GOOS == "linux" {
 		x := readHostTicks()

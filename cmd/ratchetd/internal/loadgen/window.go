@@ -99,6 +99,11 @@ func getTimer(d time.Duration) *time.Timer {
 }
 
 func putTimer(t *time.Timer) {
-	t.Stop()
+	if !t.Stop() {
+		select { // a stale tick under GODEBUG=asynctimerchan=1
+		case <-t.C:
+		default:
+		}
+	}
 	timers.Put(t)
 }
