@@ -79,9 +79,9 @@ func TestCloseWritesQueuedAcks(t *testing.T) {
 	}
 }
 
-// Engine.Ack does not wait, so the installation answers an AckMessage only
-// when it was asked: its answer to nobody went to the dead letters, one
-// per acknowledged message. A request still gets its answer.
+// An installation answers an AckMessage only when it was asked: sent
+// without a reply address (as Engine.Ack did), its answer went to the dead
+// letters, one per acknowledged message. A request still gets its answer.
 func TestAckSendsNoDeadLetter(t *testing.T) {
 	e, _ := memoryEngine(t)
 	defer e.Close()
@@ -96,8 +96,13 @@ func TestAckSendsNoDeadLetter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h, err := e.get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range 20 {
-		if err := e.Ack(id, []byte(fmt.Sprintf("msg-%02d", i))); err != nil {
+		e.system.Root.Send(h.pid, &messages.AckMessage{Id: []byte(fmt.Sprintf("msg-%02d", i))})
+		if err := e.Ack(id, []byte(fmt.Sprintf("direct-%02d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}

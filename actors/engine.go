@@ -490,13 +490,16 @@ func (e *Engine) Request(installationID string, msg any) (any, error) {
 }
 
 // Ack tells an installation that the application has a message: its inbox
-// record is deleted. It does not wait.
+// record is deleted. It does not wait. The deletion goes straight to the
+// Committer (it was the installation's only work for an AckMessage, one
+// actor message more per delivered message): the record it deletes was
+// committed before the message was delivered, and Close stops the
+// Committer last, after what is queued to it.
 func (e *Engine) Ack(installationID string, id []byte) error {
-	h, err := e.get(installationID)
-	if err != nil {
+	if _, err := e.get(installationID); err != nil {
 		return err
 	}
-	e.system.Root.Send(h.pid, &messages.AckMessage{Id: id})
+	e.deps.commitLater([]persistence.Write{{Key: persistence.InboxKey(installationID, id), Delete: true}})
 	return nil
 }
 
