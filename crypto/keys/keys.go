@@ -15,11 +15,13 @@ package keys
 import (
 	"crypto/ecdsa"
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
+	"math/bits"
 
 	gethcrypto "github.com/ethereum/go-ethereum/crypto"
 )
@@ -98,9 +100,32 @@ func ParsePrivateKey(b []byte) (PrivateKey, error) {
 	return sk, nil
 }
 
+// curveOrder is n, the order of secp256k1's group, big-endian (SEC 2
+// §2.4.1).
+var curveOrder = [PrivateKeySize]byte{
+	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe,
+	0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36, 0x41, 0x41,
+}
+
+// scalarInRange reports whether the 32-byte big-endian b is in [1, n-1], in
+// constant time and without allocating: it checks private keys, whose value
+// must not show in timing (it was a math/big comparison, variable-time and
+// two allocations, on every ECDH and signature).
 func scalarInRange(b []byte) bool {
-	d := new(big.Int).SetBytes(b)
-	return d.Sign() > 0 && d.Cmp(curveN) < 0
+	if len(b) != PrivateKeySize {
+		return false
+	}
+	// b < n exactly when b - n borrows; least significant limb first.
+	var borrow uint64
+	for i := PrivateKeySize - 8; i >= 0; i -= 8 {
+		_, borrow = bits.Sub64(binary.BigEndian.Uint64(b[i:]), binary.BigEndian.Uint64(curveOrder[i:]), borrow)
+	}
+	var any byte
+	for _, c := range b {
+		any |= c
+	}
+	nonZero := subtle.ConstantTimeByteEq(any, 0) ^ 1
+	return int(borrow)&nonZero == 1
 }
 
 // maxKeyDraws bounds the rejection sampling of GenerateKey. A uniform 32-byte
