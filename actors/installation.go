@@ -133,7 +133,7 @@ func (in *installation) Receive(ctx actor.Context) {
 		in.readOutbox(ctx, true)
 	case *messages.AckMessage:
 		in.ack(m.Id)
-		if ctx.Sender() != nil { // Engine.Ack sends it without waiting
+		if ctx.Sender() != nil { // answered when asked (Engine.Request), not to the dead letters
 			ctx.Respond(&messages.Ack{})
 		}
 	case *messages.BundleRequest:

@@ -120,11 +120,11 @@ func scalarInRange(b []byte) bool {
 	for i := PrivateKeySize - 8; i >= 0; i -= 8 {
 		_, borrow = bits.Sub64(binary.BigEndian.Uint64(b[i:]), binary.BigEndian.Uint64(curveOrder[i:]), borrow)
 	}
-	var any byte
+	var set byte // the OR of every byte: zero only for b = 0
 	for _, c := range b {
-		any |= c
+		set |= c
 	}
-	nonZero := subtle.ConstantTimeByteEq(any, 0) ^ 1
+	nonZero := subtle.ConstantTimeByteEq(set, 0) ^ 1
 	return int(borrow)&nonZero == 1
 }
 
