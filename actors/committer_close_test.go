@@ -143,3 +143,35 @@ func TestCommitWaitNotReusedAfterTimeout(t *testing.T) {
 		}
 	}
 }
+
+// A panic that escapes an engine actor, and one an actor recovers in
+// place, are both counted in ActorFailures (exported as a metric: nothing
+// a peer sends should ever raise it).
+func TestActorFailuresCounted(t *testing.T) {
+	e, _ := memoryEngine(t)
+	defer e.Close()
+	done := make(chan struct{}, 2)
+	pid := e.system.Root.Spawn(e.deps.props(func() actor.Actor {
+		return actor.ReceiveFunc(func(ctx actor.Context) {
+			switch ctx.Message().(type) {
+			case string:
+				panic("boom")
+			case *actor.Restarting:
+				done <- struct{}{}
+			}
+		})
+	}))
+	e.system.Root.Send(pid, "boom")
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the actor was not restarted")
+	}
+	if n := e.Stats().ActorFailures; n != 1 {
+		t.Fatalf("ActorFailures = %d after one escaped panic, want 1", n)
+	}
+	_ = e.deps.recovered("recovered in place", "test")
+	if n := e.Stats().ActorFailures; n != 2 {
+		t.Fatalf("ActorFailures = %d after a recovered panic, want 2", n)
+	}
+}

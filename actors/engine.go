@@ -77,6 +77,11 @@ type Stats struct {
 	// Redelivered: unacknowledged messages delivered again after a restart;
 	// OutboxResent: accepted sends published after a restart.
 	Redelivered, OutboxResent int64
+	// ActorFailures counts panics in the engine's actors, recovered in
+	// place (a PeerSession or SessionSupervisor resets from its durable
+	// state) or escalated to the actor's supervisor. Nothing a peer sends
+	// should ever raise it.
+	ActorFailures int64
 }
 
 type stats struct {
@@ -85,7 +90,7 @@ type stats struct {
 	rotations, corrupt, badEnvelopes                                         atomic.Int64
 	commits, committedWrites, commitNanos, maxBatch                          atomic.Int64
 	sessionsActive, passivations, redelivered, outboxResent                  atomic.Int64
-	supervisorPassivations                                                   atomic.Int64
+	supervisorPassivations, actorFailures                                    atomic.Int64
 }
 
 // deps is what every actor of one engine shares; all of it is safe for
@@ -168,7 +173,7 @@ func peerMark(local string, identity []byte, kind byte) persistence.Write {
 // props are the Props of every engine actor: they run on the engine's
 // worker pool, with the engine's mailbox.
 func (d *deps) props(producer actor.Producer) *actor.Props {
-	return actor.PropsFromProducer(producer, actor.WithDispatcher(d.pool), actor.WithMailbox(newMailbox))
+	return actor.PropsFromProducer(producer, actor.WithDispatcher(d.pool), actor.WithMailbox(d.newMailbox))
 }
 
 // spawnChild starts a as a child of ctx on the shared childProps.
@@ -219,13 +224,19 @@ func failChild(sup actor.Supervisor, child *actor.PID, reason any, log *slog.Log
 	sup.StopChildren(child)
 }
 
-// recovered logs a panic recovered in an actor's Receive and returns it as
-// an error; the actor then resets itself in place.
-func recovered(r any, log *slog.Logger, who string) error {
+// recovered counts and logs a panic recovered in an actor's Receive and
+// returns it as an error; the actor then resets itself in place.
+func (d *deps) recovered(r any, who string) error {
+	d.stats.actorFailures.Add(1)
 	err := fmt.Errorf("%s failed: %v", who, r)
-	log.Error("actor failed; restarting from its durable state", "actor", who, "reason", fmt.Sprint(r), "stack", string(debug.Stack()))
+	d.log.Error("actor failed; restarting from its durable state", "actor", who, "reason", fmt.Sprint(r), "stack", string(debug.Stack()))
 	return err
 }
+
+// newMailbox is the engine actors' mailbox; a panic that escapes an
+// actor's Receive is counted in ActorFailures before it goes to the
+// actor's supervisor.
+func (d *deps) newMailbox() actor.Mailbox { return &mailbox{failures: &d.stats.actorFailures} }
 
 // Engine owns the actor system and routes transport deliveries to the
 // Installations it hosts.
@@ -564,6 +575,7 @@ func (e *Engine) Stats() Stats {
 		Commits: s.commits.Load(), CommittedWrites: s.committedWrites.Load(), CommitNanos: s.commitNanos.Load(),
 		MaxBatch: s.maxBatch.Load(), SessionsActive: s.sessionsActive.Load(), Passivations: s.passivations.Load(),
 		Redelivered: s.redelivered.Load(), OutboxResent: s.outboxResent.Load(), SupervisorPassivations: s.supervisorPassivations.Load(),
+		ActorFailures: s.actorFailures.Load(),
 	}
 }
 

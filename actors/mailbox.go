@@ -3,6 +3,7 @@ package actors
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
 )
@@ -28,11 +29,12 @@ type mailbox struct {
 	// pass is m.process, bound once: a method value made on every
 	// schedule is an allocation per scheduled pass.
 	pass func()
+	// failures counts the panics that escape the actor (the engine's
+	// ActorFailures; nil: not counted).
+	failures *atomic.Int64
 }
 
 var _ actor.Mailbox = (*mailbox)(nil)
-
-func newMailbox() actor.Mailbox { return &mailbox{} }
 
 // queue is a FIFO of messages: items[head:] are waiting.
 type queue struct {
@@ -152,6 +154,9 @@ func (m *mailbox) run() (again bool) {
 	var msg any
 	defer func() {
 		if r := recover(); r != nil {
+			if m.failures != nil {
+				m.failures.Add(1)
+			}
 			m.invoker.EscalateFailure(r, msg)
 			again = true
 		}

@@ -59,7 +59,7 @@ func (d *heldDispatcher) Throughput() int    { return d.throughput }
 
 func newHeldMailbox(inv actor.MessageInvoker) (*mailbox, *heldDispatcher) {
 	d := &heldDispatcher{passes: make(chan func(), 16), throughput: 300}
-	m := newMailbox().(*mailbox)
+	m := &mailbox{}
 	m.RegisterHandlers(inv, d)
 	m.Start()
 	return m, d
@@ -126,7 +126,7 @@ func TestMailboxEscalatesPanic(t *testing.T) {
 // goroutine per pass and yields after two messages.
 func TestMailboxConcurrentPosters(t *testing.T) {
 	inv := &recordingInvoker{}
-	m := newMailbox().(*mailbox)
+	m := &mailbox{}
 	m.RegisterHandlers(inv, &goDispatcher{throughput: 2})
 	const posters, each = 8, 2000
 	var wg sync.WaitGroup

@@ -73,7 +73,7 @@ func (h heldReply) answer(err error) any {
 func (s *peerSession) Receive(ctx actor.Context) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.restart(ctx, recovered(r, s.deps.log, "PeerSession"))
+			s.restart(ctx, s.deps.recovered(r, "PeerSession"))
 		}
 	}()
 	s.receive(ctx)

@@ -95,7 +95,7 @@ func (s *sessionSupervisor) Receive(ctx actor.Context) {
 			// Recovered in place (see deps.spawnChild): the index is read
 			// again from the store; the sessions, which own their state,
 			// keep running.
-			recovered(r, s.deps.log, "SessionSupervisor")
+			s.deps.recovered(r, "SessionSupervisor")
 			s.meta = nil
 			s.loadIndex()
 		}

@@ -85,6 +85,7 @@ func metricsHandler(s *serve.Server) http.Handler {
 			{"ratchetd_commits_total", st.Commits},
 			{"ratchetd_committed_writes_total", st.CommittedWrites},
 			{"ratchetd_outbox_resent_total", st.OutboxResent},
+			{"ratchetd_actor_failures_total", st.ActorFailures},
 		} {
 			fmt.Fprintf(w, "%s %d\n", m.name, m.v)
 		}

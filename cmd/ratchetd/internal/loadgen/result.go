@@ -111,8 +111,11 @@ func (res *Result) fill(r *run, stats ratchetd.Stats, lost int64, elapsed time.D
 	res.Expected = p.expected.Load()
 	res.Lost = lost
 	res.Engine = counters(stats)
-	res.Errors = p.errs.Load() + lost + res.Engine["DecryptFailures"]
+	res.Errors = p.errs.Load() + lost + res.Engine["DecryptFailures"] + res.Engine["ActorFailures"]
 	res.ErrorSamples = p.errorSamples()
+	if n := res.Engine["ActorFailures"]; n > 0 {
+		res.ErrorSamples = append(res.ErrorSamples, fmt.Sprintf("%d panics in the engine's actors (logged with their stacks)", n))
+	}
 	if lost > 0 {
 		res.ErrorSamples = append(res.ErrorSamples, fmt.Sprintf("%d addressed deliveries not received within %v", lost, r.cfg.DrainTimeout))
 	}
