@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -643,5 +644,67 @@ func TestBundleSignatureCache(t *testing.T) {
 	check("after the genuine bundle and an altered one")
 	if w.eng.Stats().BadBundles != bad {
 		t.Fatal("an altered bundle under the last verified signature was verified again")
+	}
+}
+
+// slowStore makes every commit take a while, as an fsync does.
+type slowStore struct {
+	persistence.Store
+	delay   time.Duration
+	commits atomic.Int64
+}
+
+func (s *slowStore) Commit(ws []persistence.Write) error {
+	s.commits.Add(1)
+	time.Sleep(s.delay)
+	return s.Store.Commit(ws)
+}
+
+// A group message's pairwise sends run concurrently and share group
+// commits: sent one after another, 8 members took 8 commits (each send
+// waits for its own), now they take a few. The reports follow the
+// members' order, and a member that cannot be reached is reported without
+// holding up the others.
+func TestSendGroupSharesCommits(t *testing.T) {
+	store := &slowStore{Store: persistence.NewMemory(), delay: 30 * time.Millisecond}
+	w := newWorld(t, transport.Faults{}, func(o *ratchetd.Options) { o.Store = store })
+	sender := w.account()
+	var members []*ratchetd.Account
+	var ids []keys.PublicKey
+	for range 8 {
+		m := w.account()
+		introduce(t, sender, m)
+		members = append(members, m)
+		ids = append(ids, m.Identity())
+	}
+	stranger := newIdentity(t) // no bundle known: DH fallback
+	strangerID, err := stranger.Public()
+	if err != nil {
+		t.Fatal(err)
+	}
+	withStranger := append(append([]keys.PublicKey{sender.Identity()}, ids[:4]...), append([]keys.PublicKey{strangerID}, ids[4:]...)...)
+	w.deliver()
+	before := store.commits.Load()
+	reps, err := sender.SendGroup(withStranger, []byte("to the group"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	commits := store.commits.Load() - before
+	if len(reps) != 9 {
+		t.Fatalf("%d reports for 9 members (the sender left out)", len(reps))
+	}
+	for i, r := range reps {
+		if (i == 4) != r.DHFallback {
+			t.Fatalf("report %d: DH fallback %v, want it only for the stranger (position 4)", i, r.DHFallback)
+		}
+	}
+	if commits > 4 {
+		t.Fatalf("a message to 9 members took %d commits, want the sends to share them", commits)
+	}
+	w.deliver()
+	for _, m := range members {
+		if got := w.received(m); !slices.Equal(got, []string{"to the group"}) {
+			t.Fatalf("%s got %q", m.InstallationID(), got)
+		}
 	}
 }

@@ -106,7 +106,16 @@ type Options struct {
 	// not yet confirmed by a confirming transport (256); the others wait,
 	// oldest first.
 	MaxOutboxInflight int
+	// GroupSendConcurrency bounds the pairwise sends of one SendGroup in
+	// flight at once (DefaultGroupSendConcurrency; 1 sends them one after
+	// another, as Status does).
+	GroupSendConcurrency int
 }
+
+// DefaultGroupSendConcurrency: concurrent pairwise sends share group
+// commits, so a message to many members waits for a few commits, not one
+// per member.
+const DefaultGroupSendConcurrency = 16
 
 // Message is a received message; see actors.Message.
 type Message = actors.Message
@@ -130,11 +139,16 @@ type Engine struct {
 	ownTr     bool
 	box       *mailbox
 	closeOnce sync.Once
+	// groupSends is Options.GroupSendConcurrency.
+	groupSends int
 }
 
 // Open starts an engine and every installation found in its store.
 func Open(o Options) (*Engine, error) {
-	e := &Engine{store: o.Store, tr: o.Transport}
+	e := &Engine{store: o.Store, tr: o.Transport, groupSends: o.GroupSendConcurrency}
+	if e.groupSends <= 0 {
+		e.groupSends = DefaultGroupSendConcurrency
+	}
 	if o.Dir != "" {
 		db, err := persistence.OpenBadger(persistence.BadgerOptions{Dir: o.Dir, EncryptionKey: o.EncryptionKey, NoSync: o.NoSync, Logger: o.Logger})
 		if err != nil {
@@ -308,20 +322,36 @@ func (a *Account) send(cmd *messages.SendCommand) (SendReport, error) {
 }
 
 // SendGroup sends one payload to every member of a private group chat: a
-// pairwise-encrypted fan-out (5/SECURE-TRANSPORT "Group chat").
+// pairwise-encrypted fan-out (5/SECURE-TRANSPORT "Group chat"). The reports
+// follow the members' order (ours left out). The pairwise sends run
+// concurrently, at most Options.GroupSendConcurrency at once: each waits
+// until its states are durable, and sends in flight together share group
+// commits, so a message to N members waits for about one commit instead of
+// N in a row.
 func (a *Account) SendGroup(members []keys.PublicKey, payload []byte) ([]SendReport, error) {
-	reps := make([]SendReport, 0, len(members))
-	var errs []error
+	targets := make([]keys.PublicKey, 0, len(members))
 	for _, m := range members {
-		if m == a.identity {
-			continue
-		}
-		r, err := a.Send(m, payload)
-		reps = append(reps, r)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("member %s: %w", m, err))
+		if m != a.identity {
+			targets = append(targets, m)
 		}
 	}
+	reps := make([]SendReport, len(targets))
+	errs := make([]error, len(targets))
+	slots := make(chan struct{}, a.e.groupSends)
+	var wg sync.WaitGroup
+	for i, m := range targets {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			r, err := a.Send(m, payload)
+			reps[i] = r
+			if err != nil {
+				errs[i] = fmt.Errorf("member %s: %w", m, err)
+			}
+		}()
+	}
+	wg.Wait()
 	return reps, errors.Join(errs...)
 }
 

@@ -51,7 +51,7 @@ Scenarios:
   x3dh      a new session per message: each message comes from a fresh account
                                                                     (default 32 workers)
   fanout    group sends from a 3-device identity to 4 members with 2 devices each:
-            16 deliveries per group message                         (default 2 groups)
+            16 deliveries per group message                         (default 8 groups)
   sessions  one hub with --sessions conversations, 1 % of them active: memory per
             conversation                                            (default 1000)
 
