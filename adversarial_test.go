@@ -200,6 +200,9 @@ func TestStoreFailures(t *testing.T) {
 	if fs.hits != 4 {
 		t.Fatalf("%d faults injected, want 4", fs.hits)
 	}
+	if n := w.eng.Stats().ActorFailures; n != 2 {
+		t.Fatalf("ActorFailures = %d after 2 store panics, want 2", n)
+	}
 	got := w.received(bob)
 	if !slices.Equal(got, []string{"one", "after false", "after true"}) {
 		t.Fatalf("bob got %q", got)

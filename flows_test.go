@@ -147,7 +147,7 @@ func pairUp(t *testing.T, w *world, devs ...*ratchetd.Account) {
 	}
 }
 
-func newIdentity(t *testing.T) keys.PrivateKey {
+func newIdentity(t testing.TB) keys.PrivateKey {
 	kp, err := keys.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +155,7 @@ func newIdentity(t *testing.T) keys.PrivateKey {
 	return kp.Private
 }
 
-func addDevice(t *testing.T, w *world, id keys.PrivateKey) *ratchetd.Account {
+func addDevice(t testing.TB, w *world, id keys.PrivateKey) *ratchetd.Account {
 	a, err := w.eng.AddInstallation(id)
 	if err != nil {
 		t.Fatal(err)
@@ -663,8 +663,8 @@ func (s *slowStore) Commit(ws []persistence.Write) error {
 // A group message's pairwise sends run concurrently and share group
 // commits: sent one after another, 8 members took 8 commits (each send
 // waits for its own), now they take a few. The reports follow the
-// members' order, and a member that cannot be reached is reported without
-// holding up the others.
+// members' order, a member listed twice gets one copy, and a member that
+// cannot be reached is reported without holding up the others.
 func TestSendGroupSharesCommits(t *testing.T) {
 	store := &slowStore{Store: persistence.NewMemory(), delay: 30 * time.Millisecond}
 	w := newWorld(t, transport.Faults{}, func(o *ratchetd.Options) { o.Store = store })
@@ -683,6 +683,7 @@ func TestSendGroupSharesCommits(t *testing.T) {
 		t.Fatal(err)
 	}
 	withStranger := append(append([]keys.PublicKey{sender.Identity()}, ids[:4]...), append([]keys.PublicKey{strangerID}, ids[4:]...)...)
+	withStranger = append(withStranger, ids[2]) // listed twice: sent once
 	w.deliver()
 	before := store.commits.Load()
 	reps, err := sender.SendGroup(withStranger, []byte("to the group"))

@@ -323,15 +323,17 @@ func (a *Account) send(cmd *messages.SendCommand) (SendReport, error) {
 
 // SendGroup sends one payload to every member of a private group chat: a
 // pairwise-encrypted fan-out (5/SECURE-TRANSPORT "Group chat"). The reports
-// follow the members' order (ours left out). The pairwise sends run
-// concurrently, at most Options.GroupSendConcurrency at once: each waits
-// until its states are durable, and sends in flight together share group
-// commits, so a message to N members waits for about one commit instead of
-// N in a row.
+// follow the members' order (our own identity, and repeats, left out). The
+// pairwise sends run concurrently, at most Options.GroupSendConcurrency at
+// once: each waits until its states are durable, and sends in flight
+// together share group commits, so a message to N members waits for about
+// one commit instead of N in a row.
 func (a *Account) SendGroup(members []keys.PublicKey, payload []byte) ([]SendReport, error) {
 	targets := make([]keys.PublicKey, 0, len(members))
+	seen := make(map[keys.PublicKey]bool, len(members))
 	for _, m := range members {
-		if m != a.identity {
+		if m != a.identity && !seen[m] {
+			seen[m] = true
 			targets = append(targets, m)
 		}
 	}

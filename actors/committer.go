@@ -167,6 +167,7 @@ func (c *committer) flush(ctx actor.Context) {
 func (c *committer) commit(ws []persistence.Write) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
+			c.deps.stats.actorFailures.Add(1)
 			err = fmt.Errorf("%w: store panicked: %v", errStore, r)
 		}
 	}()

@@ -43,11 +43,11 @@ func TestCloseWritesQueuedCommits(t *testing.T) {
 	}
 }
 
-// Acknowledgements still queued in an installation when the engine closes
-// are written: Close lets each installation work through its queue before
-// it stops. (Found by review: Close stopped installations with a system
-// message, which runs before the queued Acks, and the redelivered messages
-// came back after a restart.)
+// Acknowledgements made before the engine closes are written. (Found by
+// review: Acks went through the installations, and Close stopped them with
+// a system message, which runs before the queued Acks; the redelivered
+// messages came back after a restart. Acks now go to the Committer, which
+// Close stops last, after what is queued to it.)
 func TestCloseWritesQueuedAcks(t *testing.T) {
 	e, store := memoryEngine(t)
 	id, _, err := e.CreateInstallation(nil)

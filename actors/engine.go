@@ -77,9 +77,11 @@ type Stats struct {
 	// Redelivered: unacknowledged messages delivered again after a restart;
 	// OutboxResent: accepted sends published after a restart.
 	Redelivered, OutboxResent int64
-	// ActorFailures counts panics in the engine's actors, recovered in
+	// ActorFailures counts panics in the engine's actors: recovered in
 	// place (a PeerSession or SessionSupervisor resets from its durable
-	// state) or escalated to the actor's supervisor. Nothing a peer sends
+	// state; a reset that panics again counts again), escalated to the
+	// actor's supervisor, or raised by the store in the Committer. Not
+	// counted: the networked transport's own actors. Nothing a peer sends
 	// should ever raise it.
 	ActorFailures int64
 }
@@ -504,11 +506,17 @@ func (e *Engine) Request(installationID string, msg any) (any, error) {
 // record is deleted. It does not wait. The deletion goes straight to the
 // Committer (it was the installation's only work for an AckMessage, one
 // actor message more per delivered message): the record it deletes was
-// committed before the message was delivered, and Close stops the
-// Committer last, after what is queued to it.
+// committed before the message was delivered. It is queued under e.mu, which
+// Close takes to mark the engine closed before it stops anything, so an Ack
+// that returned nil is queued ahead of the Committer's stop, and written.
 func (e *Engine) Ack(installationID string, id []byte) error {
-	if _, err := e.get(installationID); err != nil {
-		return err
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	if e.installations[installationID] == nil {
+		return fmt.Errorf("%w: %s", ErrUnknownInstallation, installationID)
 	}
 	e.deps.commitLater([]persistence.Write{{Key: persistence.InboxKey(installationID, id), Delete: true}})
 	return nil
@@ -613,8 +621,8 @@ func (e *Engine) Close() error {
 		}
 	}
 	// A poison pill, not a stop: it is a user message, so an installation
-	// first works through what is queued before it (an Ack queued just
-	// before Close is committed, not redelivered after a restart).
+	// first works through what is queued before it (a request answered,
+	// the writes it causes queued to the Committer).
 	stopped := make([]actor.Future, 0, len(all))
 	for _, h := range all {
 		stopped = append(stopped, e.system.Root.PoisonFuture(h.pid))
