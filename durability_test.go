@@ -2,6 +2,7 @@ package ratchetd_test
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -148,5 +149,40 @@ func TestPassivation(t *testing.T) {
 	}
 	if got := w.received(alice); len(got) != 3 {
 		t.Fatalf("alice got %q", got)
+	}
+}
+
+// Close lets the Handler finish the messages already given to it and
+// acknowledges them as it returns (Options.ManualAck off): none of them is
+// delivered again after a restart. (Close used to stop the engine first;
+// the acknowledgements the Handler made afterwards were refused, and those
+// messages came back.)
+func TestCloseAcksWhatTheHandlerFinishes(t *testing.T) {
+	var handled atomic.Int64
+	slow := func(o *ratchetd.Options) {
+		o.Handler = func(ratchetd.Message) {
+			time.Sleep(2 * time.Millisecond)
+			handled.Add(1)
+		}
+	}
+	w := newWorld(t, transport.Faults{}, slow)
+	alice, bob := w.account(), w.account()
+	introduce(t, alice, bob)
+	const n = 40
+	for i := range n {
+		mustSend(t, alice, bob, fmt.Sprint("m", i))
+	}
+	w.mem.DeliverAll(0) // all decrypted and queued to the slow Handler
+	if err := w.eng.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := handled.Load(); got != n {
+		t.Fatalf("the Handler finished %d of %d messages before Close returned", got, n)
+	}
+	handled.Store(0)
+	w.open(slow)
+	time.Sleep(100 * time.Millisecond) // redeliveries run at start
+	if st := w.eng.Stats(); st.Redelivered != 0 || handled.Load() != 0 {
+		t.Fatalf("%d messages delivered again after a clean Close (%d redelivered)", handled.Load(), st.Redelivered)
 	}
 }

@@ -252,11 +252,17 @@ func (e *Engine) Accounts() []*Account {
 // Actors exposes the actor engine (diagnostics and tests).
 func (e *Engine) Actors() *actors.Engine { return e.eng }
 
-// Close stops every actor, then closes the store and transport the engine
-// created itself, then the message stream.
+// Close stops the intake and the installations, lets the Handler finish the
+// messages already given to it (without ManualAck, each is acknowledged as
+// it returns, so it is not delivered again after a restart), stops the
+// engine, then closes the store and transport the engine created itself.
+// Messages not yet read from Engine.Messages are dropped: they stay in the
+// durable inbox and come again after a restart.
 func (e *Engine) Close() error {
 	var err error
 	e.closeOnce.Do(func() {
+		e.eng.Quiesce()
+		e.box.close()
 		err = e.eng.Close()
 		if e.ownTr {
 			e.tr.Close()
@@ -266,7 +272,6 @@ func (e *Engine) Close() error {
 				err = cerr
 			}
 		}
-		e.box.close()
 	})
 	return err
 }

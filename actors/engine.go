@@ -250,6 +250,12 @@ type Engine struct {
 	installations map[string]*hosted
 	closed        bool
 	creating      sync.WaitGroup // CreateInstallation calls committing their record
+	// Between Quiesce and Close the installations are stopped but the
+	// Committer runs: Acks for them (draining) are still written.
+	draining    map[string]bool
+	stopped     bool // the Committer is stopped
+	quiesceOnce sync.Once
+	closeOnce   sync.Once
 }
 
 type hosted struct {
@@ -507,15 +513,16 @@ func (e *Engine) Request(installationID string, msg any) (any, error) {
 // Committer (it was the installation's only work for an AckMessage, one
 // actor message more per delivered message): the record it deletes was
 // committed before the message was delivered. It is queued under e.mu, which
-// Close takes to mark the engine closed before it stops anything, so an Ack
+// Close takes to mark the Committer stopped before it stops it, so an Ack
 // that returned nil is queued ahead of the Committer's stop, and written.
+// Acks are taken until then: after Quiesce too.
 func (e *Engine) Ack(installationID string, id []byte) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed {
+	if e.stopped {
 		return ErrClosed
 	}
-	if e.installations[installationID] == nil {
+	if e.installations[installationID] == nil && !e.draining[installationID] {
 		return fmt.Errorf("%w: %s", ErrUnknownInstallation, installationID)
 	}
 	e.deps.commitLater([]persistence.Write{{Key: persistence.InboxKey(installationID, id), Delete: true}})
@@ -602,41 +609,57 @@ func (e *Engine) Pending() (outbox, inbox int, err error) {
 	return outbox, inbox, nil
 }
 
-// Close unsubscribes every installation, stops the actors and shuts the
-// actor system down. It does not close the store or the transport, which the
-// caller owns.
-func (e *Engine) Close() error {
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		return nil
-	}
-	e.closed = true
-	all := e.installations
-	e.installations = nil
-	e.mu.Unlock()
-	for _, h := range all {
-		for _, c := range h.cancel {
-			c()
+// Quiesce stops the intake: it unsubscribes every installation and stops
+// them, after what is queued to them, and refuses new requests; the
+// Committer still runs, so the application can still acknowledge what it
+// was given (Ack). Close finishes. Concurrent calls wait for the first.
+func (e *Engine) Quiesce() {
+	e.quiesceOnce.Do(func() {
+		e.mu.Lock()
+		e.closed = true
+		all := e.installations
+		e.installations = nil
+		e.draining = make(map[string]bool, len(all))
+		for id := range all {
+			e.draining[id] = true
 		}
-	}
-	// A poison pill, not a stop: it is a user message, so an installation
-	// first works through what is queued before it (a request answered,
-	// the writes it causes queued to the Committer).
-	stopped := make([]actor.Future, 0, len(all))
-	for _, h := range all {
-		stopped = append(stopped, e.system.Root.PoisonFuture(h.pid))
-	}
-	for _, f := range stopped {
-		_ = f.Wait()
-	}
-	// An installation created meanwhile is hosted by nobody (host refuses
-	// a closed engine), but its record is committed first.
-	e.creating.Wait()
-	// The Committer goes last, after everything that writes.
-	_ = e.system.Root.PoisonFuture(e.deps.committer).Wait()
-	e.system.Shutdown()
-	e.deps.pool.stop()
+		e.mu.Unlock()
+		for _, h := range all {
+			for _, c := range h.cancel {
+				c()
+			}
+		}
+		// A poison pill, not a stop: it is a user message, so an
+		// installation first works through what is queued before it (a
+		// request answered, the writes it causes queued to the Committer).
+		stopped := make([]actor.Future, 0, len(all))
+		for _, h := range all {
+			stopped = append(stopped, e.system.Root.PoisonFuture(h.pid))
+		}
+		for _, f := range stopped {
+			_ = f.Wait()
+		}
+		// An installation created meanwhile is hosted by nobody (host
+		// refuses a closed engine), but its record is committed first.
+		e.creating.Wait()
+	})
+}
+
+// Close quiesces the engine, stops the Committer after every write queued
+// to it, and shuts the actor system down. It does not close the store or
+// the transport, which the caller owns.
+func (e *Engine) Close() error {
+	e.Quiesce()
+	e.closeOnce.Do(func() {
+		e.mu.Lock()
+		e.stopped = true
+		e.draining = nil
+		e.mu.Unlock()
+		// The Committer goes last, after everything that writes.
+		_ = e.system.Root.PoisonFuture(e.deps.committer).Wait()
+		e.system.Shutdown()
+		e.deps.pool.stop()
+	})
 	return nil
 }
 
