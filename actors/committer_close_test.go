@@ -175,3 +175,38 @@ func TestActorFailuresCounted(t *testing.T) {
 		t.Fatalf("ActorFailures = %d after a recovered panic, want 2", n)
 	}
 }
+
+// MailboxDepth counts the messages queued to the engine's actors and not
+// yet taken.
+func TestMailboxDepth(t *testing.T) {
+	e, _ := memoryEngine(t)
+	defer e.Close()
+	base := e.Stats().MailboxDepth
+	release, taken := make(chan struct{}), make(chan struct{}, 1)
+	pid := e.system.Root.Spawn(e.deps.props(func() actor.Actor {
+		return actor.ReceiveFunc(func(ctx actor.Context) {
+			if _, ok := ctx.Message().(int); ok {
+				select {
+				case taken <- struct{}{}:
+				default:
+				}
+				<-release
+			}
+		})
+	}))
+	for i := range 10 {
+		e.system.Root.Send(pid, i)
+	}
+	<-taken // the first is being handled; nine wait
+	if n := e.Stats().MailboxDepth - base; n != 9 {
+		t.Fatalf("MailboxDepth = %d with nine messages waiting", n)
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Stats().MailboxDepth != base {
+		if time.Now().After(deadline) {
+			t.Fatalf("MailboxDepth = %d after the queue drained, want %d", e.Stats().MailboxDepth, base)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

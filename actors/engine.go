@@ -77,6 +77,9 @@ type Stats struct {
 	// Redelivered: unacknowledged messages delivered again after a restart;
 	// OutboxResent: accepted sends published after a restart.
 	Redelivered, OutboxResent int64
+	// MailboxDepth is the number of messages queued to the engine's actors
+	// and not yet taken (a gauge): it grows when the actors fall behind.
+	MailboxDepth int64
 	// ActorFailures counts panics in the engine's actors: recovered in
 	// place (a PeerSession or SessionSupervisor resets from its durable
 	// state; a reset that panics again counts again), escalated to the
@@ -93,6 +96,26 @@ type stats struct {
 	commits, committedWrites, commitNanos, maxBatch                          atomic.Int64
 	sessionsActive, passivations, redelivered, outboxResent                  atomic.Int64
 	supervisorPassivations, actorFailures                                    atomic.Int64
+	// queued is MailboxDepth in shards (the engine's mailboxes take one
+	// each, in turn), so that the actors do not all count on one cache
+	// line.
+	queued    [queuedShards]paddedInt64
+	nextShard atomic.Uint32
+}
+
+const queuedShards = 16
+
+type paddedInt64 struct {
+	atomic.Int64
+	_ [56]byte
+}
+
+func (s *stats) mailboxDepth() int64 {
+	var n int64
+	for i := range s.queued {
+		n += s.queued[i].Load()
+	}
+	return n
 }
 
 // deps is what every actor of one engine shares; all of it is safe for
@@ -237,8 +260,11 @@ func (d *deps) recovered(r any, who string) error {
 
 // newMailbox is the engine actors' mailbox; a panic that escapes an
 // actor's Receive is counted in ActorFailures before it goes to the
-// actor's supervisor.
-func (d *deps) newMailbox() actor.Mailbox { return &mailbox{failures: &d.stats.actorFailures} }
+// actor's supervisor, and its queued messages count in MailboxDepth.
+func (d *deps) newMailbox() actor.Mailbox {
+	shard := &d.stats.queued[d.stats.nextShard.Add(1)%queuedShards].Int64
+	return &mailbox{failures: &d.stats.actorFailures, depth: shard}
+}
 
 // Engine owns the actor system and routes transport deliveries to the
 // Installations it hosts.
@@ -590,7 +616,7 @@ func (e *Engine) Stats() Stats {
 		Commits: s.commits.Load(), CommittedWrites: s.committedWrites.Load(), CommitNanos: s.commitNanos.Load(),
 		MaxBatch: s.maxBatch.Load(), SessionsActive: s.sessionsActive.Load(), Passivations: s.passivations.Load(),
 		Redelivered: s.redelivered.Load(), OutboxResent: s.outboxResent.Load(), SupervisorPassivations: s.supervisorPassivations.Load(),
-		ActorFailures: s.actorFailures.Load(),
+		ActorFailures: s.actorFailures.Load(), MailboxDepth: s.mailboxDepth(),
 	}
 }
 

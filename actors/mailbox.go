@@ -32,6 +32,9 @@ type mailbox struct {
 	// failures counts the panics that escape the actor (the engine's
 	// ActorFailures; nil: not counted).
 	failures *atomic.Int64
+	// depth is the engine's count of queued user messages (MailboxDepth):
+	// one of its shards, nil when not counted.
+	depth *atomic.Int64
 }
 
 var _ actor.Mailbox = (*mailbox)(nil)
@@ -78,6 +81,9 @@ func (q *queue) pop() any {
 func (q *queue) len() int { return len(q.items) - q.head }
 
 func (m *mailbox) PostUserMessage(msg any) {
+	if m.depth != nil {
+		m.depth.Add(1) // before it can be taken, so the count never goes below zero
+	}
 	m.mu.Lock()
 	m.user.push(msg)
 	m.scheduleLocked()
@@ -127,6 +133,9 @@ func (m *mailbox) next() (msg any, system bool) {
 	}
 	if !m.suspended {
 		if msg = m.user.pop(); msg != nil {
+			if m.depth != nil {
+				m.depth.Add(-1)
+			}
 			return msg, false
 		}
 	}

@@ -86,6 +86,7 @@ func metricsHandler(s *serve.Server) http.Handler {
 			{"ratchetd_committed_writes_total", st.CommittedWrites},
 			{"ratchetd_outbox_resent_total", st.OutboxResent},
 			{"ratchetd_actor_failures_total", st.ActorFailures},
+			{"ratchetd_mailbox_depth", st.MailboxDepth},
 		} {
 			fmt.Fprintf(w, "%s %d\n", m.name, m.v)
 		}

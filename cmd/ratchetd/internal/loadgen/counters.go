@@ -25,7 +25,7 @@ func counters(s ratchetd.Stats) map[string]int64 {
 }
 
 // gauges are the Stats fields that are levels, not running totals.
-var gauges = map[string]bool{"SessionsActive": true, "MaxBatch": true}
+var gauges = map[string]bool{"SessionsActive": true, "MaxBatch": true, "MailboxDepth": true}
 
 // snake turns a Go field name into a metric name part: "DecryptFailures"
 // → "decrypt_failures", "X3DHActive" → "x3dh_active".
