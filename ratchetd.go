@@ -130,6 +130,13 @@ const (
 // Stats are the engine's counters.
 type Stats = actors.Stats
 
+// Bucket bounds of Stats.CommitBatch (writes) and Stats.CommitLatency
+// (seconds).
+var (
+	CommitBatchBuckets   = actors.CommitBatchBuckets
+	CommitLatencyBuckets = actors.CommitLatencyBuckets
+)
+
 // Engine is an open ratchetd engine.
 type Engine struct {
 	eng       *actors.Engine

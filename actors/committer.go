@@ -140,9 +140,12 @@ func (c *committer) flush(ctx actor.Context) {
 			continue
 		}
 		s := c.deps.stats
+		took := time.Since(start)
 		s.commits.Add(1)
 		s.committedWrites.Add(int64(len(all)))
-		s.commitNanos.Add(int64(time.Since(start)))
+		s.commitNanos.Add(int64(took))
+		s.commitBatch[bucketOf(float64(len(all)), CommitBatchBuckets[:])].Add(1)
+		s.commitLatency[bucketOf(took.Seconds(), CommitLatencyBuckets[:])].Add(1)
 		for {
 			max := s.maxBatch.Load()
 			if int64(n) <= max || s.maxBatch.CompareAndSwap(max, int64(n)) {

@@ -210,3 +210,35 @@ func TestMailboxDepth(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// Every group commit lands in one bucket of each commit histogram.
+func TestCommitHistograms(t *testing.T) {
+	e, _ := memoryEngine(t)
+	defer e.Close()
+	before := e.Stats()
+	for _, n := range []int{1, 3, 100} {
+		ws := make([]persistence.Write, n)
+		for i := range ws {
+			ws[i] = persistence.Write{Key: []byte(fmt.Sprintf("h-%d-%d", n, i)), Value: []byte{1}}
+		}
+		if err := e.deps.commit(ws); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := e.Stats()
+	for i, want := range map[int]int64{0: 1, 2: 1, 7: 1} { // ≤ 1, ≤ 4, ≤ 128 writes
+		if got := st.CommitBatch[i] - before.CommitBatch[i]; got != want {
+			t.Errorf("CommitBatch[%d] (≤ %v writes) grew by %d, want %d", i, CommitBatchBuckets[i], got, want)
+		}
+	}
+	var lat int64
+	for i := range st.CommitLatency {
+		lat += st.CommitLatency[i] - before.CommitLatency[i]
+	}
+	if commits := st.Commits - before.Commits; commits != 3 || lat != 3 {
+		t.Fatalf("%d commits, %d in the latency histogram, want 3 and 3", commits, lat)
+	}
+	if bucketOf(5000, CommitBatchBuckets[:]) != len(CommitBatchBuckets) {
+		t.Fatal("a batch above every bound is not in the last bucket")
+	}
+}

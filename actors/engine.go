@@ -77,6 +77,12 @@ type Stats struct {
 	// Redelivered: unacknowledged messages delivered again after a restart;
 	// OutboxResent: accepted sends published after a restart.
 	Redelivered, OutboxResent int64
+	// CommitBatch and CommitLatency are histograms of the group commits:
+	// CommitBatch[i] counts those of at most CommitBatchBuckets[i] writes
+	// (the last, of more), CommitLatency[i] those that took at most
+	// CommitLatencyBuckets[i] seconds (the last, longer). Not cumulative.
+	CommitBatch   [len(CommitBatchBuckets) + 1]int64
+	CommitLatency [len(CommitLatencyBuckets) + 1]int64
 	// MailboxDepth is the number of messages queued to the engine's actors
 	// and not yet taken (a gauge): it grows when the actors fall behind.
 	MailboxDepth int64
@@ -96,6 +102,8 @@ type stats struct {
 	commits, committedWrites, commitNanos, maxBatch                          atomic.Int64
 	sessionsActive, passivations, redelivered, outboxResent                  atomic.Int64
 	supervisorPassivations, actorFailures                                    atomic.Int64
+	commitBatch                                                              [len(CommitBatchBuckets) + 1]atomic.Int64
+	commitLatency                                                            [len(CommitLatencyBuckets) + 1]atomic.Int64
 	// queued is MailboxDepth in shards (the engine's mailboxes take one
 	// each, in turn), so that the actors do not all count on one cache
 	// line.
@@ -104,6 +112,24 @@ type stats struct {
 }
 
 const queuedShards = 16
+
+// Upper bounds of the commit histograms' buckets (Stats.CommitBatch: writes;
+// Stats.CommitLatency: seconds).
+var (
+	CommitBatchBuckets   = [...]float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096}
+	CommitLatencyBuckets = [...]float64{0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1}
+)
+
+// bucketOf is the index of the first bound v does not exceed, or
+// len(bounds) when it exceeds them all.
+func bucketOf(v float64, bounds []float64) int {
+	for i, b := range bounds {
+		if v <= b {
+			return i
+		}
+	}
+	return len(bounds)
+}
 
 type paddedInt64 struct {
 	atomic.Int64
@@ -607,7 +633,7 @@ func (e *Engine) StopInstallation(id string) error {
 // Stats returns the engine's counters.
 func (e *Engine) Stats() Stats {
 	s := e.deps.stats
-	return Stats{
+	st := Stats{
 		Published: s.published.Load(), Decrypted: s.decrypted.Load(), Duplicates: s.duplicates.Load(),
 		DecryptFailures: s.decryptFailures.Load(), Malformed: s.malformed.Load(), BadBundles: s.badBundles.Load(),
 		NotForDevice: s.notForDevice.Load(), Adverts: s.adverts.Load(), Unwrapped: s.unwrapped.Load(),
@@ -618,6 +644,13 @@ func (e *Engine) Stats() Stats {
 		Redelivered: s.redelivered.Load(), OutboxResent: s.outboxResent.Load(), SupervisorPassivations: s.supervisorPassivations.Load(),
 		ActorFailures: s.actorFailures.Load(), MailboxDepth: s.mailboxDepth(),
 	}
+	for i := range s.commitBatch {
+		st.CommitBatch[i] = s.commitBatch[i].Load()
+	}
+	for i := range s.commitLatency {
+		st.CommitLatency[i] = s.commitLatency[i].Load()
+	}
+	return st
 }
 
 // Pending counts, from the store, the accepted sends not yet confirmed by

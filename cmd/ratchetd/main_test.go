@@ -49,3 +49,16 @@ func TestSelftest(t *testing.T) {
 		t.Fatalf("status %d\n%s%s", code, out, errOut)
 	}
 }
+
+// histogram writes an engine histogram (per-bucket counts, the last above
+// every bound) as Prometheus's cumulative text form.
+func TestHistogramText(t *testing.T) {
+	var b strings.Builder
+	histogram(&b, "x", []int64{1, 0, 2, 3}, []float64{0.5, 1, 2}, 9.5)
+	want := "# TYPE x histogram\n" +
+		"x_bucket{le=\"0.5\"} 1\nx_bucket{le=\"1\"} 1\nx_bucket{le=\"2\"} 3\nx_bucket{le=\"+Inf\"} 6\n" +
+		"x_sum 9.5\nx_count 6\n"
+	if b.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ratchetd/ratchetd"
 	"github.com/ratchetd/ratchetd/cmd/ratchetd/serve"
 	"github.com/ratchetd/ratchetd/persistence"
 )
@@ -90,8 +92,23 @@ func metricsHandler(s *serve.Server) http.Handler {
 		} {
 			fmt.Fprintf(w, "%s %d\n", m.name, m.v)
 		}
+		histogram(w, "ratchetd_commit_batch_writes", st.CommitBatch[:], ratchetd.CommitBatchBuckets[:], float64(st.CommittedWrites))
+		histogram(w, "ratchetd_commit_latency_seconds", st.CommitLatency[:], ratchetd.CommitLatencyBuckets[:], float64(st.CommitNanos)/1e9)
 		for reason, n := range s.NodeStats().Dropped {
 			fmt.Fprintf(w, "ratchetd_transport_dropped_total{reason=%q} %d\n", reason, n)
 		}
 	})
+}
+
+// histogram writes one of the engine's commit histograms (per-bucket
+// counts, the last above every bound) in the Prometheus text format.
+func histogram(w io.Writer, name string, counts []int64, bounds []float64, sum float64) {
+	fmt.Fprintf(w, "# TYPE %s histogram\n", name)
+	var n int64
+	for i, b := range bounds {
+		n += counts[i]
+		fmt.Fprintf(w, "%s_bucket{le=\"%g\"} %d\n", name, b, n)
+	}
+	n += counts[len(bounds)]
+	fmt.Fprintf(w, "%s_bucket{le=\"+Inf\"} %d\n%s_sum %g\n%s_count %d\n", name, n, name, sum, name, n)
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ratchetd/ratchetd"
 )
 
 // Monitor exposes the run in progress as Prometheus metrics: the engine's
@@ -62,6 +64,8 @@ var (
 	descDecrypted  = prometheus.NewDesc("ratchetd_messages_decrypted_total", "Messages decrypted by the engine.", nil, nil)
 	descFailures   = prometheus.NewDesc("ratchetd_failures_total", "Messages the engine refused or could not use, by reason.", []string{"reason"}, nil)
 	descSessionsUp = prometheus.NewDesc("ratchetd_sessions_active", "PeerSession actors in memory.", nil, nil)
+	descBatch      = prometheus.NewDesc("ratchetd_commit_batch_writes", "Writes per group commit.", nil, nil)
+	descCommitLat  = prometheus.NewDesc("ratchetd_commit_latency_seconds", "Time one group commit took in the store.", nil, nil)
 )
 
 // collector is the Monitor seen as a prometheus.Collector. It is
@@ -91,7 +95,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstHistogram(descLatency, h.Total, h.Sum.Seconds(), buckets)
 
-	stats := counters(r.eng.Stats())
+	st := r.eng.Stats()
+	ch <- prometheus.MustNewConstHistogram(descBatch, uint64(st.Commits), float64(st.CommittedWrites), cumulative(st.CommitBatch[:], ratchetd.CommitBatchBuckets[:]))
+	ch <- prometheus.MustNewConstHistogram(descCommitLat, uint64(st.Commits), float64(st.CommitNanos)/1e9, cumulative(st.CommitLatency[:], ratchetd.CommitLatencyBuckets[:]))
+	stats := counters(st)
 	ch <- prometheus.MustNewConstMetric(descDecrypted, prometheus.CounterValue, float64(stats["Decrypted"]))
 	for field, reason := range failureReasons {
 		if v, ok := stats[field]; ok {
@@ -110,4 +117,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		d := prometheus.NewDesc(name, "Engine Stats."+field+".", nil, nil)
 		ch <- prometheus.MustNewConstMetric(d, typ, float64(v))
 	}
+}
+
+// cumulative turns per-bucket counts (the last: above every bound) into
+// Prometheus's cumulative buckets.
+func cumulative(counts []int64, bounds []float64) map[float64]uint64 {
+	out := make(map[float64]uint64, len(bounds))
+	var n uint64
+	for i, b := range bounds {
+		n += uint64(counts[i])
+		out[b] = n
+	}
+	return out
 }

@@ -19,6 +19,9 @@ func TestMonitor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer eng.Close()
+	if _, err := eng.CreateAccount(); err != nil { // one group commit
+		t.Fatal(err)
+	}
 	r := &run{cfg: Config{Scenario: Burst}, eng: eng, probe: newProbe(64, 1), stop: make(chan struct{})}
 	r.probe.sent.Add(3)
 	r.probe.expected.Add(3)
@@ -44,11 +47,17 @@ func TestMonitor(t *testing.T) {
 		"ratchetd_messages_decrypted_total 0",
 		`ratchetd_failures_total{reason="decrypt_failure"} 0`,
 		"ratchetd_engine_x3dh_active_total 0",
+		"ratchetd_engine_mailbox_depth ",
+		`ratchetd_commit_batch_writes_bucket{le="+Inf"} `,
+		"ratchetd_commit_latency_seconds_count ",
 		"go_goroutines",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("scrape lacks %q", want)
 		}
+	}
+	if strings.Contains(body, "ratchetd_commit_latency_seconds_count 0\n") {
+		t.Errorf("the account's commit is not in the commit histogram")
 	}
 	m.detach(r)
 	if body := scrape(t, srv.URL); strings.Contains(body, "ratchetd_bench_running") {
