@@ -163,6 +163,24 @@ func addDevice(t testing.TB, w *world, id keys.PrivateKey) *ratchetd.Account {
 	return a
 }
 
+// exportedBundle is a's bundle as ExportBundle gives it, decoded.
+func exportedBundle(t *testing.T, a *ratchetd.Account) *messages.Bundle {
+	t.Helper()
+	exported, err := a.ExportBundle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(exported)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b messages.Bundle
+	if err := proto.Unmarshal(raw, &b); err != nil {
+		t.Fatal(err)
+	}
+	return &b
+}
+
 // injectTo publishes pm to `to` on its partitioned topic in an envelope
 // signed by signer, and delivers it.
 func injectTo(t *testing.T, w *world, signer keys.PrivateKey, to keys.PublicKey, pm *messages.ProtocolMessage) {
@@ -187,25 +205,17 @@ func TestFlowBundleChecks(t *testing.T) {
 	w := newWorld(t, transport.Faults{}, nil)
 	alice, bob := w.account(), w.account()
 	mallory := newIdentity(t)
-	exported, err := bob.ExportBundle()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := base64.RawURLEncoding.DecodeString(exported)
-	var bobBundle messages.Bundle
-	if err := proto.Unmarshal(raw, &bobBundle); err != nil {
-		t.Fatal(err)
-	}
+	bobBundle := exportedBundle(t, bob)
 	inject := func(signer keys.PrivateKey, pm *messages.ProtocolMessage) {
 		injectTo(t, w, signer, alice.Identity(), pm)
 	}
 	// Mallory forwards Bob's genuine bundle: not Mallory's, so not stored.
-	inject(mallory, &messages.ProtocolMessage{InstallationId: "mallory-1", Bundles: []*messages.Bundle{&bobBundle}})
+	inject(mallory, &messages.ProtocolMessage{InstallationId: "mallory-1", Bundles: []*messages.Bundle{bobBundle}})
 	if devs, _ := alice.Devices(bob.Identity()); len(devs) != 0 {
 		t.Fatalf("bundle of another identity stored: %+v", devs)
 	}
 	// A bundle with one signature bit flipped, from its own identity.
-	bad := proto.Clone(&bobBundle).(*messages.Bundle)
+	bad := proto.Clone(bobBundle).(*messages.Bundle)
 	bad.Signature[7] ^= 0x10
 	before := w.eng.Stats().BadBundles
 	inject(mallory, &messages.ProtocolMessage{InstallationId: "x", Bundles: []*messages.Bundle{bad}})
@@ -216,7 +226,7 @@ func TestFlowBundleChecks(t *testing.T) {
 		t.Fatalf("tampered bundle stored: %+v", devs)
 	}
 	// A version change without a new signature is rejected too.
-	bumped := proto.Clone(&bobBundle).(*messages.Bundle)
+	bumped := proto.Clone(bobBundle).(*messages.Bundle)
 	for _, spk := range bumped.SignedPreKeys {
 		spk.Version = 99
 	}
@@ -596,20 +606,12 @@ func TestBundleSignatureCache(t *testing.T) {
 	alice := w.account()
 	bobID := newIdentity(t)
 	bob := addDevice(t, w, bobID)
-	exported, err := bob.ExportBundle()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := base64.RawURLEncoding.DecodeString(exported)
-	var genuine messages.Bundle
-	if err := proto.Unmarshal(raw, &genuine); err != nil {
-		t.Fatal(err)
-	}
+	genuine := exportedBundle(t, bob)
 	inject := func(b *messages.Bundle) {
 		injectTo(t, w, bobID, alice.Identity(), &messages.ProtocolMessage{InstallationId: bob.InstallationID(), Bundles: []*messages.Bundle{b}})
 	}
 	altered := func() *messages.Bundle {
-		b := proto.Clone(&genuine).(*messages.Bundle)
+		b := proto.Clone(genuine).(*messages.Bundle)
 		for _, spk := range b.SignedPreKeys {
 			spk.Version = 99
 		}
@@ -635,7 +637,7 @@ func TestBundleSignatureCache(t *testing.T) {
 		t.Fatal("an altered bundle was not refused")
 	}
 	check("after an altered bundle")
-	inject(&genuine)
+	inject(genuine)
 	if devs, _ := alice.Devices(bob.Identity()); len(devs) != 1 {
 		t.Fatalf("the genuine bundle stored %+v, want bob's device", devs)
 	}

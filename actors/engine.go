@@ -302,10 +302,10 @@ type Engine struct {
 	installations map[string]*hosted
 	closed        bool
 	creating      sync.WaitGroup // CreateInstallation calls committing their record
-	// Between Quiesce and Close the installations are stopped but the
-	// Committer runs: Acks for them (draining) are still written.
-	draining    map[string]bool
-	stopped     bool // the Committer is stopped
+	// stopped: the Committer is stopped. Between Quiesce (closed) and
+	// Close (stopped) installations keeps the stopped installations, whose
+	// Acks are still written.
+	stopped     bool
 	quiesceOnce sync.Once
 	closeOnce   sync.Once
 }
@@ -394,6 +394,12 @@ func (e *Engine) CreateInstallation(identity *keys.PrivateKey) (string, keys.Pub
 // LoadInstallations starts every installation in the store that is not
 // running yet. A record that cannot be read is reported and skipped.
 func (e *Engine) LoadInstallations() ([]string, error) {
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
 	var recs []*messages.InstallationRecord
 	err := e.deps.store.Scan(persistence.InstallationPrefix(), func(k, v []byte) error {
 		var rec messages.InstallationRecord
@@ -574,10 +580,10 @@ func (e *Engine) Ack(installationID string, id []byte) error {
 	if e.stopped {
 		return ErrClosed
 	}
-	if e.installations[installationID] == nil && !e.draining[installationID] {
+	if e.installations[installationID] == nil {
 		return fmt.Errorf("%w: %s", ErrUnknownInstallation, installationID)
 	}
-	e.deps.commitLater([]persistence.Write{{Key: persistence.InboxKey(installationID, id), Delete: true}})
+	e.deps.ack(installationID, id)
 	return nil
 }
 
@@ -607,6 +613,9 @@ func (e *Engine) Identity(installationID string) (keys.PublicKey, error) {
 func (e *Engine) Installations() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.closed {
+		return nil
+	}
 	ids := make([]string, 0, len(e.installations))
 	for id := range e.installations {
 		ids = append(ids, id)
@@ -618,6 +627,10 @@ func (e *Engine) Installations() []string {
 // state stays in the store; LoadInstallations starts it again).
 func (e *Engine) StopInstallation(id string) error {
 	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClosed
+	}
 	h := e.installations[id]
 	delete(e.installations, id)
 	e.mu.Unlock()
@@ -676,11 +689,9 @@ func (e *Engine) Quiesce() {
 	e.quiesceOnce.Do(func() {
 		e.mu.Lock()
 		e.closed = true
-		all := e.installations
-		e.installations = nil
-		e.draining = make(map[string]bool, len(all))
-		for id := range all {
-			e.draining[id] = true
+		all := make([]*hosted, 0, len(e.installations))
+		for _, h := range e.installations {
+			all = append(all, h)
 		}
 		e.mu.Unlock()
 		for _, h := range all {
@@ -712,7 +723,7 @@ func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		e.mu.Lock()
 		e.stopped = true
-		e.draining = nil
+		e.installations = nil
 		e.mu.Unlock()
 		// The Committer goes last, after everything that writes.
 		_ = e.system.Root.PoisonFuture(e.deps.committer).Wait()

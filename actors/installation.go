@@ -132,7 +132,7 @@ func (in *installation) Receive(ctx actor.Context) {
 		in.retrying = false
 		in.readOutbox(ctx, true)
 	case *messages.AckMessage:
-		in.ack(m.Id)
+		in.deps.ack(in.id, m.Id)
 		if ctx.Sender() != nil { // answered when asked (Engine.Request), not to the dead letters
 			ctx.Respond(&messages.Ack{})
 		}
@@ -1308,8 +1308,10 @@ func (in *installation) restoreOutboxSeq() int {
 }
 
 // ack deletes an acknowledged inbox record.
-func (in *installation) ack(id []byte) {
-	in.deps.commitLater([]persistence.Write{{Key: persistence.InboxKey(in.id, id), Delete: true}})
+// ack deletes the inbox record of a message the application has (queued,
+// not waited for: losing it in a crash only delivers the message again).
+func (d *deps) ack(local string, id []byte) {
+	d.commitLater([]persistence.Write{{Key: persistence.InboxKey(local, id), Delete: true}})
 }
 
 // replayCache is a bounded set of recent message hashes, oldest evicted
