@@ -106,6 +106,12 @@ type Options struct {
 	// not yet confirmed by a confirming transport (256); the others wait,
 	// oldest first.
 	MaxOutboxInflight int
+	// MaxOutboxAhead bounds, per peer identity, the sends published past
+	// the oldest one a confirming transport has not confirmed (256, kept
+	// below the ratchet limits): a peer keeps the key of an overtaken
+	// message only so long, so a refused send must not be overtaken
+	// without bound while it waits for its retry.
+	MaxOutboxAhead int
 	// GroupSendConcurrency bounds the pairwise sends of one SendGroup in
 	// flight at once (DefaultGroupSendConcurrency; 1 sends them one after
 	// another, as Status does).
@@ -184,6 +190,7 @@ func Open(o Options) (*Engine, error) {
 		SessionIdleTimeout:    o.SessionIdleTimeout,
 		OutboxRetryInterval:   o.OutboxRetryInterval,
 		MaxOutboxInflight:     o.MaxOutboxInflight,
+		MaxOutboxAhead:        o.MaxOutboxAhead,
 		Clock:                 o.Clock,
 		Rand:                  o.Rand,
 		Logger:                o.Logger,

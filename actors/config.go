@@ -54,6 +54,9 @@ const (
 	// DefaultMaxOutboxInflight: a quarter of Status's MaxSkip (1000), so a
 	// window published at once never opens a gap the receiver refuses.
 	DefaultMaxOutboxInflight = 256
+	// DefaultMaxOutboxAhead: a quarter of Status's MaxSkip, well under its
+	// MaxMessageKeysPerSession (2000) and MaxKeep (3000).
+	DefaultMaxOutboxAhead = 256
 )
 
 // Config holds the engine's limits and injected dependencies. Zero fields
@@ -84,6 +87,17 @@ type Config struct {
 	// published oldest first in that window, so the receiver sees it
 	// nearly in order: no gap near MaxSkip, no skipped key evicted.
 	MaxOutboxInflight int
+	// MaxOutboxAhead bounds, per recipient identity, how many of its sends
+	// may be published past the oldest one not yet confirmed
+	// (DefaultMaxOutboxAhead). A receiver can decrypt a message that later
+	// ones overtook only while it keeps that message's key: it skips at
+	// most MaxSkip keys at once, holds at most MaxMessageKeysPerSession,
+	// and drops those older than its last MaxKeep messages (status-compat.md
+	// §6.5). A send refused once (a node restarting, a timeout) and
+	// offered again after thousands of later ones had been confirmed would
+	// be undecryptable, confirmed as a duplicate, and lost. It is kept
+	// below the three limits of Ratchet.
+	MaxOutboxAhead int
 	// MaxAheadRefusals is how many times a message too far ahead of its
 	// chain (more than MaxSkip keys to skip) is refused as "not taken yet"
 	// before it is dropped as undecryptable (DefaultMaxAheadRefusals).
@@ -147,6 +161,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxOutboxInflight <= 0 {
 		c.MaxOutboxInflight = DefaultMaxOutboxInflight
 	}
+	lim := c.Ratchet.WithDefaults()
+	ahead := min(int(lim.MaxSkip), lim.MaxMessageKeysPerSession, int(min(lim.MaxKeep, 1<<30)))
+	if c.MaxOutboxAhead <= 0 {
+		c.MaxOutboxAhead = DefaultMaxOutboxAhead
+	}
+	c.MaxOutboxAhead = max(1, min(c.MaxOutboxAhead, ahead-1))
 	if c.OutboxRetention <= 0 {
 		c.OutboxRetention = 7 * 24 * time.Hour
 	}

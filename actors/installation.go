@@ -2,7 +2,6 @@ package actors
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -55,14 +54,25 @@ type installation struct {
 	// Status attaches its bundle to every message and re-signs it rarely,
 	// so the same bundle arrives again and again; it is verified once.
 	verified map[keys.PublicKey][keys.SignatureSize]byte
-	// The outbox is published in passes, oldest record first. inflight:
-	// envelopes published and not yet confirmed (at most
-	// MaxOutboxInflight); waiting: those to publish next; backlog: the
-	// store holds records after cursor (the last key a pass read) that were
-	// not read yet. A pass starts from the oldest record after a restart
-	// and every OutboxRetryInterval while something failed or was left in
-	// the store.
+	// The outbox (outbox.go) is published in passes, oldest record first.
+	// inflight: envelopes published and not yet confirmed (at most
+	// MaxOutboxInflight); waiting: those to publish next (queued: their
+	// ids); backlog: the store holds records after cursor (the last key a
+	// pass read) that no pass read yet. A pass starts from the oldest
+	// record after a restart and every OutboxRetryInterval while something
+	// failed or was left in the store. lanes: what each recipient's sends
+	// have published ahead of their oldest unconfirmed one (windowed: the
+	// published, unconfirmed ids). unsent: with a transport that does not
+	// confirm, the outbox holds sends it refused, and new ones queue
+	// behind them.
 	inflight map[string]bool
+	queued   map[string]bool
+	// committing: outbox records written whose commit has not answered
+	// yet; passes leave them to the send that wrote them.
+	committing map[string]bool
+	lanes      map[string]*lane
+	windowed   map[string]*slot
+	unsent     bool
 	// aheadRefusals counts refusals of messages too far ahead, by
 	// envelope id (refuseAhead).
 	aheadRefusals map[string]int
@@ -176,7 +186,13 @@ func (in *installation) start(ctx actor.Context) {
 		in.loadReplays()
 	}
 	in.verified = make(map[keys.PublicKey][keys.SignatureSize]byte)
+	// A restart (after a panic) starts the outbox afresh from the store.
 	in.inflight = make(map[string]bool)
+	in.queued = make(map[string]bool)
+	in.committing = make(map[string]bool)
+	in.lanes = make(map[string]*lane)
+	in.windowed = make(map[string]*slot)
+	in.waiting, in.backlog, in.cursor, in.unsent, in.retrying = nil, false, nil, false, false
 	in.devices = newRegistry(in.deps, in.id)
 	in.indexPreKeys()
 	// The publisher starts with the paired devices, so that it signs and
@@ -189,6 +205,9 @@ func (in *installation) start(ctx actor.Context) {
 	}))
 	if !in.created {
 		in.redeliver(ctx)
+		if in.backlog {
+			in.scheduleRetry(ctx) // after a panic, nothing else starts a pass
+		}
 	}
 	// A restart (after a panic) reloads everything.
 	in.created = false
@@ -752,16 +771,24 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 			// A transport that does not confirm delivery takes the envelope
 			// when Publish returns: publish first, and only what it refused
 			// goes to the outbox, to be published again (no outbox record
-			// is made, and no commit, on the common path).
+			// is made, and no commit, on the common path). Once it refused
+			// one, later sends queue behind it in the outbox (outbox.go:
+			// order matters to the receiver).
 			var failed []*messages.Envelope
 			for _, env := range envs {
-				in.deps.stats.published.Add(1)
-				if err := in.deps.tr.Publish(env); err != nil {
+				if !in.unsent && len(failed) == 0 {
+					in.deps.stats.published.Add(1)
+					err := in.deps.tr.Publish(env)
+					if err == nil {
+						report.Envelopes++
+						continue
+					}
 					report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
-					failed = append(failed, env)
-					continue
+					if errors.Is(err, transport.ErrBadEnvelope) {
+						continue // refused for good: kept, it would hold up every later send
+					}
 				}
-				report.Envelopes++
+				failed = append(failed, env)
 			}
 			if len(failed) > 0 {
 				writes, _, err := in.outboxWrites(failed)
@@ -769,7 +796,10 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 					err = in.deps.commit(writes)
 				}
 				if err != nil {
+					report.Error = messages.ErrorCode_STORE
 					report.Detail += "; not kept for a retry: " + err.Error()
+				} else {
+					in.unsent = true
 				}
 				in.scheduleRetry(ctx)
 			}
@@ -784,18 +814,24 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 		}
 		// A confirming transport (the network): the outbox first, so that a
 		// crash or a peer that is down never loses an accepted send.
+		for _, id := range ids {
+			in.committing[string(id)] = true
+		}
 		f := ctx.RequestFuture(in.deps.committer, commitRequest(writes), in.deps.cfg.RequestTimeout)
 		ctx.ReenterAfter(f, func(res any, err error) {
+			for _, id := range ids {
+				delete(in.committing, string(id))
+			}
 			if ack, _ := res.(*messages.CommitAck); err != nil || ack == nil || ack.Error != messages.ErrorCode_OK {
 				report.Error, report.Detail = messages.ErrorCode_STORE, "outbox commit failed"
+				// It may still land (a timeout): a pass reads it then.
+				in.lateCommit(ctx, envs)
 				reply()
 				return
 			}
+			c := in.deps.tr.(transport.Confirmer)
 			for i, env := range envs {
-				if err := in.publishOutbox(ctx, ids[i], env); err != nil {
-					report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
-					continue // it stays in the outbox: published again later
-				}
+				in.publishOutbox(ctx, c, ids[i], env)
 				report.Envelopes++
 			}
 			reply()
@@ -1062,252 +1098,10 @@ func (in *installation) redeliver(ctx actor.Context) {
 	// a message between two of its own installations finds its receiver;
 	// until then new sends wait behind the stored ones.
 	if in.restoreOutboxSeq() > 0 {
-		in.backlog = true
+		in.backlog, in.unsent = true, true
 	}
 }
 
-// outboxItem is an outbox envelope waiting to be published.
-type outboxItem struct {
-	id     []byte
-	env    *messages.Envelope
-	resent bool // read back from the store (a retry), not just accepted
-}
-
-// outboxWrites are the outbox records of envelopes.
-func (in *installation) outboxWrites(envs []*messages.Envelope) ([]persistence.Write, [][]byte, error) {
-	now := in.deps.cfg.Clock().UnixNano()
-	writes := make([]persistence.Write, 0, len(envs))
-	ids := make([][]byte, 0, len(envs))
-	for _, env := range envs {
-		rec := &messages.OutboxRecord{Id: in.outboxID(env), Envelope: env, CreatedUnixNano: now}
-		v, err := proto.Marshal(rec)
-		if err != nil {
-			return nil, nil, err
-		}
-		writes = append(writes, persistence.Write{Key: persistence.OutboxKey(in.id, rec.Id), Value: v})
-		ids = append(ids, rec.Id)
-	}
-	return writes, ids, nil
-}
-
-// outboxIDSize: a record id is an 8-byte big-endian sequence number (the
-// clock in nanoseconds, or one more than the last, so it never goes back)
-// and the first 16 bytes of the envelope's signature. Records are scanned,
-// and so published again, in the order they were made.
-const outboxIDSize = 8 + 16
-
-// outboxID names the outbox record of an envelope.
-func (in *installation) outboxID(env *messages.Envelope) []byte {
-	seq := max(in.outboxSeq+1, uint64(max(in.deps.cfg.Clock().UnixNano(), 0)))
-	in.outboxSeq = seq
-	id := binary.BigEndian.AppendUint64(make([]byte, 0, outboxIDSize), seq)
-	return append(id, env.Signature[:16]...)
-}
-
-// publishOutbox publishes one outbox envelope just accepted (its record is
-// durable). With a transport that confirms delivery (the networked one) the
-// record stays until the confirmation arrives, and is published again while
-// it does not; with any other, it is deleted once Publish returned. Behind
-// older envelopes, or with MaxOutboxInflight in flight, it waits its turn:
-// in memory up to a few windows, beyond that in the store for a pass.
-func (in *installation) publishOutbox(ctx actor.Context, id []byte, env *messages.Envelope) error {
-	c, ok := in.deps.tr.(transport.Confirmer)
-	if !ok {
-		in.deps.stats.published.Add(1)
-		if err := in.deps.tr.Publish(env); err != nil {
-			in.scheduleRetry(ctx)
-			return err
-		}
-		in.deps.commitLater([]persistence.Write{{Key: persistence.OutboxKey(in.id, id), Delete: true}})
-		return nil
-	}
-	max := in.deps.cfg.MaxOutboxInflight
-	switch {
-	case !in.backlog && len(in.waiting) == 0 && len(in.inflight) < max:
-		in.confirm(ctx, c, outboxItem{id: id, env: env})
-	case !in.backlog && len(in.waiting) < 4*max:
-		in.waiting = append(in.waiting, outboxItem{id: id, env: env})
-		// A pass that goes on later starts after it (it was read).
-		if k := persistence.OutboxKey(in.id, id); bytes.Compare(k, in.cursor) > 0 {
-			in.cursor = k
-		}
-	default:
-		// Left in the store. A pass that continues after cursor reads it
-		// if it sorts after; a timed pass reads it in any case.
-		in.backlog = true
-		in.scheduleRetry(ctx)
-	}
-	return nil
-}
-
-// confirm publishes an outbox envelope and arranges for its confirmation.
-func (in *installation) confirm(ctx actor.Context, c transport.Confirmer, it outboxItem) {
-	id, env := it.id, it.env
-	if in.inflight[string(id)] {
-		return
-	}
-	in.deps.stats.published.Add(1)
-	if it.resent {
-		in.deps.stats.outboxResent.Add(1)
-	}
-	in.inflight[string(id)] = true
-	root, self := ctx.ActorSystem().Root, later(ctx)
-	c.PublishConfirm(env, func(err error) {
-		r := &messages.OutboxResult{Id: id}
-		if err != nil {
-			r.Error = err.Error()
-		}
-		root.Send(self, r)
-	})
-}
-
-// pump publishes waiting envelopes while the window has room; once none
-// waits and the store holds more, the pass goes on after its cursor.
-func (in *installation) pump(ctx actor.Context) {
-	c, ok := in.deps.tr.(transport.Confirmer)
-	if !ok {
-		return
-	}
-	max := in.deps.cfg.MaxOutboxInflight
-	for len(in.waiting) > 0 && len(in.inflight) < max {
-		it := in.waiting[0]
-		in.waiting[0] = outboxItem{}
-		in.waiting = in.waiting[1:]
-		in.confirm(ctx, c, it)
-	}
-	if len(in.waiting) == 0 {
-		in.waiting = nil
-		if in.backlog && len(in.inflight) <= max/2 {
-			in.readOutbox(ctx, false)
-		}
-	}
-}
-
-// outboxResult handles a transport's confirmation: a confirmed record is
-// deleted, a failed one waits for the next timed pass; either way the pass
-// goes on with the next records (a peer that is down does not hold up the
-// others).
-func (in *installation) outboxResult(ctx actor.Context, r *messages.OutboxResult) {
-	delete(in.inflight, string(r.Id))
-	if r.Error == "" {
-		in.deps.commitLater([]persistence.Write{{Key: persistence.OutboxKey(in.id, r.Id), Delete: true}})
-	} else {
-		in.deps.log.Debug("outbox envelope not confirmed; will retry", "installation", in.id, "err", r.Error)
-		in.scheduleRetry(ctx)
-	}
-	in.pump(ctx)
-}
-
-// scheduleRetry arranges one timed outbox pass after OutboxRetryInterval.
-func (in *installation) scheduleRetry(ctx actor.Context) {
-	if in.retrying {
-		return
-	}
-	in.retrying = true
-	root, self := ctx.ActorSystem().Root, later(ctx)
-	time.AfterFunc(in.deps.cfg.OutboxRetryInterval, func() { root.Send(self, &messages.RetryOutbox{}) })
-}
-
-// errScanFull ends an outbox scan that read as many records as may wait.
-var errScanFull = errors.New("outbox scan: enough records read")
-
-// readOutbox reads the next outbox records not in flight, oldest first, at
-// most 4×MaxOutboxInflight, from the oldest record (fromStart: after a
-// restart, or a timed pass) or after the cursor (a pass going on), and
-// publishes them; it drops records older than OutboxRetention. A backlog
-// of any size costs bounded memory, and each record is read once a pass.
-func (in *installation) readOutbox(ctx actor.Context, fromStart bool) {
-	if fromStart {
-		in.cursor = nil
-	}
-	_, confirms := in.deps.tr.(transport.Confirmer)
-	for {
-		items := in.scanOutbox()
-		if !confirms {
-			// Publish returns when the transport took it: the pass goes on
-			// at once, or stops at the first failure (retried later).
-			for _, it := range items {
-				if in.publishOutbox(ctx, it.id, it.env) != nil {
-					return
-				}
-				in.deps.stats.outboxResent.Add(1)
-			}
-			if in.backlog {
-				continue
-			}
-			return
-		}
-		// What waited is in the store too, and read again from there.
-		in.waiting = items
-		in.pump(ctx)
-		return
-	}
-}
-
-// scanOutbox reads the records after the cursor (see readOutbox) and moves
-// the cursor past them.
-func (in *installation) scanOutbox() []outboxItem {
-	now := in.deps.cfg.Clock()
-	limit := 4 * in.deps.cfg.MaxOutboxInflight
-	prefix := persistence.OutboxPrefix(in.id)
-	var expired []persistence.Write
-	var items []outboxItem
-	in.backlog = false
-	cursor := in.cursor
-	err := in.deps.store.Scan(prefix, func(k, v []byte) error {
-		if cursor != nil && bytes.Compare(k, cursor) <= 0 {
-			return nil
-		}
-		if id, ok := persistence.OutboxIDOf(prefix, k); ok && in.inflight[string(id)] {
-			return nil
-		}
-		if len(items) == limit {
-			in.backlog = true
-			return errScanFull
-		}
-		in.cursor = bytes.Clone(k)
-		var rec messages.OutboxRecord
-		if err := proto.Unmarshal(v, &rec); err != nil || rec.Envelope == nil {
-			in.deps.log.Warn("outbox record unreadable; skipped", "key", fmt.Sprintf("%x", k), "err", err)
-			in.deps.stats.corrupt.Add(1)
-			return nil
-		}
-		if now.Sub(time.Unix(0, rec.CreatedUnixNano)) > in.deps.cfg.OutboxRetention {
-			in.deps.log.Warn("outbox envelope expired undelivered", "installation", in.id, "topic", rec.Envelope.Topic)
-			expired = append(expired, persistence.Write{Key: bytes.Clone(k), Delete: true})
-			return nil
-		}
-		items = append(items, outboxItem{id: rec.Id, env: rec.Envelope, resent: true})
-		return nil
-	})
-	if err != nil && !errors.Is(err, errScanFull) {
-		in.deps.log.Warn("outbox scan failed", "err", err)
-		in.backlog = false
-	}
-	if len(expired) > 0 {
-		in.deps.commitLater(expired)
-	}
-	return items
-}
-
-// restoreOutboxSeq sets the outbox sequence past every stored record, so
-// that a send after a restart sorts after the backlog even if the clock
-// went back. It reads keys only.
-// It returns how many records the outbox holds.
-func (in *installation) restoreOutboxSeq() int {
-	prefix := persistence.OutboxPrefix(in.id)
-	n := 0
-	_ = in.deps.store.Scan(prefix, func(k, _ []byte) error {
-		n++
-		if id, ok := persistence.OutboxIDOf(prefix, k); ok && len(id) == outboxIDSize {
-			in.outboxSeq = max(in.outboxSeq, binary.BigEndian.Uint64(id))
-		}
-		return nil
-	})
-	return n
-}
-
-// ack deletes an acknowledged inbox record.
 // ack deletes the inbox record of a message the application has (queued,
 // not waited for: losing it in a crash only delivers the message again).
 func (d *deps) ack(local string, id []byte) {

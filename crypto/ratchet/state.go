@@ -47,6 +47,9 @@ func DefaultLimits() Limits {
 	}
 }
 
+// WithDefaults returns l with its zero fields set to Status's defaults.
+func (l Limits) WithDefaults() Limits { return l.withDefaults() }
+
 // withDefaults fills zero fields with Status's defaults.
 func (l Limits) withDefaults() Limits {
 	if l.MaxSkip == 0 {
