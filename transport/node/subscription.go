@@ -6,7 +6,12 @@ import (
 	"github.com/ratchetd/ratchetd/transport"
 )
 
-// subscription runs one handler on its own goroutine, in arrival order.
+// subscription runs one handler in arrival order. A call begins once the
+// one before it returned, or called Delivery.Taken: the engine's gateway
+// does as soon as the delivery is in its installation's mailbox, so a
+// subscription's deliveries are decrypted in order and share group
+// commits, instead of waiting one commit each. At most maxPipelined calls
+// run at once.
 type subscription struct {
 	topic   string
 	handler transport.Handler
@@ -16,6 +21,11 @@ type subscription struct {
 	queue  []job
 	closed bool
 }
+
+// maxPipelined bounds a subscription's handler calls in progress (each
+// waits for its delivery's commit); what one peer has in flight is bounded
+// by MaxInflightPerPeer anyway.
+const maxPipelined = 256
 
 type job struct {
 	d    transport.Delivery
@@ -42,6 +52,7 @@ func (s *subscription) push(d transport.Delivery, done func(taken bool)) {
 }
 
 func (s *subscription) run() {
+	slots := make(chan struct{}, maxPipelined)
 	for {
 		s.mu.Lock()
 		for len(s.queue) == 0 && !s.closed {
@@ -56,11 +67,23 @@ func (s *subscription) run() {
 		s.queue = s.queue[1:]
 		closed := s.closed
 		s.mu.Unlock()
-		taken := false
-		if !closed {
-			taken = s.handler(j.d) == nil
+		if closed {
+			j.done(false) // nobody took it: the sender must keep it
+			continue
 		}
-		j.done(taken)
+		slots <- struct{}{}
+		turn := make(chan struct{})
+		var once sync.Once
+		pass := func() { once.Do(func() { close(turn) }) }
+		d := j.d
+		d.Taken = pass
+		go func() {
+			taken := s.handler(d) == nil
+			pass()
+			<-slots
+			j.done(taken)
+		}()
+		<-turn
 	}
 }
 
