@@ -83,9 +83,10 @@ type Config struct {
 	OutboxRetryInterval time.Duration
 	// MaxOutboxInflight bounds the outbox envelopes of one installation
 	// published and not yet confirmed (DefaultMaxOutboxInflight); the rest
-	// wait in creation order. A backlog (a peer node that was down) is
-	// published oldest first in that window, so the receiver sees it
-	// nearly in order: no gap near MaxSkip, no skipped key evicted.
+	// wait in creation order. It bounds the work in flight; what keeps a
+	// peer's sends nearly in order (no gap near MaxSkip, no skipped key
+	// evicted, a refused send retried before it is too late) is its lane's
+	// window, MaxOutboxAhead.
 	MaxOutboxInflight int
 	// MaxOutboxAhead bounds, per recipient identity, how many of its sends
 	// may be published past the oldest one not yet confirmed
