@@ -177,6 +177,30 @@ func TestOutboxRetryIsNotOvertaken(t *testing.T) {
 	t.Fatalf("outbox holds %d records; bob did not receive %d of %d: %v (stats %+v)", out, len(missing), n, missing, eng.Stats())
 }
 
+// byRecipient records the payloads each recipient identity received.
+type byRecipient struct {
+	mu  sync.Mutex
+	got map[keys.PublicKey]map[string]bool
+}
+
+func (b *byRecipient) handle(m ratchetd.Message) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.got == nil {
+		b.got = map[keys.PublicKey]map[string]bool{}
+	}
+	if b.got[m.Recipient] == nil {
+		b.got[m.Recipient] = map[string]bool{}
+	}
+	b.got[m.Recipient][string(m.Payload)] = true
+}
+
+func (b *byRecipient) count(id keys.PublicKey) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.got[id])
+}
+
 // laneWatch is a confirming in-memory transport on which chosen recipients
 // are down (their envelopes are refused, after a short delay). Per
 // recipient it measures how far publication ran ahead of the oldest
@@ -230,20 +254,12 @@ func TestOutboxLanes(t *testing.T) {
 	const ahead, n = 16, 1200
 	w := &laneWatch{Memory: transport.NewMemory(transport.MemoryOptions{}), down: map[string]bool{}, order: map[string][]string{}, done: map[string]bool{}}
 	defer w.Close()
-	var mu sync.Mutex
-	got := map[keys.PublicKey]map[string]bool{}
+	var in byRecipient
 	eng, err := ratchetd.Open(ratchetd.Options{
 		Store: persistence.NewMemory(), Transport: w, OutboxRetryInterval: 100 * time.Millisecond,
 		MaxOutboxInflight: 24, MaxOutboxAhead: ahead,
-		Limits: ratchetd.Limits{Ratchet: ratchet.Limits{MaxKeep: 100}},
-		Handler: func(m ratchetd.Message) {
-			mu.Lock()
-			if got[m.Recipient] == nil {
-				got[m.Recipient] = map[string]bool{}
-			}
-			got[m.Recipient][string(m.Payload)] = true
-			mu.Unlock()
-		}})
+		Limits:  ratchetd.Limits{Ratchet: ratchet.Limits{MaxKeep: 100}},
+		Handler: in.handle})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,11 +271,7 @@ func TestOutboxLanes(t *testing.T) {
 	introduce(t, bob, alice)
 	introduce(t, alice, carol)
 	introduce(t, carol, alice)
-	received := func(who *ratchetd.Account) int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got[who.Identity()])
-	}
+	received := func(who *ratchetd.Account) int { return in.count(who.Identity()) }
 	wait := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)
@@ -305,31 +317,19 @@ func TestOutboxLanesAfterRestart(t *testing.T) {
 	w := &laneWatch{Memory: transport.NewMemory(transport.MemoryOptions{}), down: map[string]bool{}, order: map[string][]string{}, done: map[string]bool{}}
 	defer w.Close()
 	store := persistence.NewMemory()
-	var mu sync.Mutex
-	got := map[keys.PublicKey]map[string]bool{}
+	var in byRecipient
 	open := func() *ratchetd.Engine {
 		eng, err := ratchetd.Open(ratchetd.Options{
 			Store: store, Transport: w, OutboxRetryInterval: 100 * time.Millisecond,
 			MaxOutboxInflight: 24, MaxOutboxAhead: ahead,
-			Limits: ratchetd.Limits{Ratchet: ratchet.Limits{MaxKeep: 100}},
-			Handler: func(m ratchetd.Message) {
-				mu.Lock()
-				if got[m.Recipient] == nil {
-					got[m.Recipient] = map[string]bool{}
-				}
-				got[m.Recipient][string(m.Payload)] = true
-				mu.Unlock()
-			}})
+			Limits:  ratchetd.Limits{Ratchet: ratchet.Limits{MaxKeep: 100}},
+			Handler: in.handle})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return eng
 	}
-	received := func(id keys.PublicKey) int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got[id])
-	}
+	received := in.count
 	eng := open()
 	alice, _ := eng.CreateAccount()
 	bob, _ := eng.CreateAccount()
@@ -370,5 +370,67 @@ func TestOutboxLanesAfterRestart(t *testing.T) {
 	defer w.mu.Unlock()
 	if w.maxAhead > ahead {
 		t.Fatalf("a recipient's sends ran %d past its oldest unconfirmed one; MaxOutboxAhead is %d", w.maxAhead, ahead)
+	}
+}
+
+// scanFails fails the next outbox scans (a store I/O error).
+type scanFails struct {
+	persistence.Store
+	next atomic.Int64
+}
+
+func (s *scanFails) Scan(prefix []byte, fn func(k, v []byte) error) error {
+	if len(prefix) > 1 && prefix[0] == 'o' && s.next.Add(-1) >= 0 { // an installation's outbox, not a count of all
+		return errors.New("injected scan failure")
+	}
+	return s.Store.Scan(prefix, fn)
+}
+
+// TestNonConfirmingOutboxScanError: an outbox pass whose scan fails leaves
+// the outbox as it is, new sends still queue behind it, and a later pass
+// publishes everything. (The first version of the ordered outbox took a
+// failed scan for an empty outbox: the sends it held were never published.)
+func TestNonConfirmingOutboxScanError(t *testing.T) {
+	tr := &failingPublish{Memory: transport.NewMemory(transport.MemoryOptions{})}
+	defer tr.Close()
+	store := &scanFails{Store: persistence.NewMemory()}
+	var mu sync.Mutex
+	got := map[string]bool{}
+	eng, err := ratchetd.Open(ratchetd.Options{Store: store, Transport: tr, OutboxRetryInterval: 200 * time.Millisecond, Handler: func(m ratchetd.Message) {
+		mu.Lock()
+		got[string(m.Payload)] = true
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	alice, _ := eng.CreateAccount()
+	bob, _ := eng.CreateAccount()
+	introduce(t, alice, bob)
+	introduce(t, bob, alice)
+	tr.fail.Store(true)
+	const n = 60
+	for i := range n / 2 {
+		alice.Send(bob.Identity(), []byte(fmt.Sprintf("m%d", i))) // kept in the outbox
+	}
+	store.next.Store(1) // the first pass fails to read the outbox
+	tr.fail.Store(false)
+	for i := n / 2; i < n; i++ {
+		alice.Send(bob.Identity(), []byte(fmt.Sprintf("m%d", i))) // behind the others
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		k := len(got)
+		mu.Unlock()
+		if out, _, _ := eng.Pending(); k == n && out == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			out, _, _ := eng.Pending()
+			t.Fatalf("bob received %d of %d; outbox holds %d", k, n, out)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

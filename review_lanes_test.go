@@ -84,22 +84,13 @@ func (s *rvSlowStore) Commit(ws []persistence.Write) error {
 type reviewRig struct {
 	eng  *ratchetd.Engine
 	tr   *ctlConfirm
-	mu   sync.Mutex
-	got  map[keys.PublicKey]map[string]bool
+	in   byRecipient
 	acct []*ratchetd.Account // alice, then peers
 }
 
 func newReviewRig(t *testing.T, store persistence.Store, o ratchetd.Options, peers int) *reviewRig {
-	r := &reviewRig{tr: &ctlConfirm{Memory: transport.NewMemory(transport.MemoryOptions{}), mode: map[string]string{}, pubs: map[string]int{}}, got: map[keys.PublicKey]map[string]bool{}}
-	o.Store, o.Transport = store, r.tr
-	o.Handler = func(m ratchetd.Message) {
-		r.mu.Lock()
-		if r.got[m.Recipient] == nil {
-			r.got[m.Recipient] = map[string]bool{}
-		}
-		r.got[m.Recipient][string(m.Payload)] = true
-		r.mu.Unlock()
-	}
+	r := &reviewRig{tr: &ctlConfirm{Memory: transport.NewMemory(transport.MemoryOptions{}), mode: map[string]string{}, pubs: map[string]int{}}}
+	o.Store, o.Transport, o.Handler = store, r.tr, r.in.handle
 	eng, err := ratchetd.Open(o)
 	if err != nil {
 		t.Fatal(err)
@@ -121,11 +112,7 @@ func newReviewRig(t *testing.T, store persistence.Store, o ratchetd.Options, pee
 
 func (r *reviewRig) close() { r.eng.Close(); r.tr.Close() }
 
-func (r *reviewRig) received(a *ratchetd.Account) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.got[a.Identity()])
-}
+func (r *reviewRig) received(a *ratchetd.Account) int { return r.in.count(a.Identity()) }
 
 func (r *reviewRig) send(t *testing.T, to *ratchetd.Account, p string) {
 	t.Helper()
@@ -152,12 +139,10 @@ func TestReviewTimedPassFullStrandsRetries(t *testing.T) {
 	r.tr.set(carol.Identity(), "")
 	time.Sleep(4 * time.Second)
 	out, _, _ := r.eng.Pending()
-	if k := received(r, carol); k != 16 {
+	if k := r.received(carol); k != 16 {
 		t.Fatalf("carol received %d of 16; outbox holds %d", k, out)
 	}
 }
-
-func received(r *reviewRig, a *ratchetd.Account) int { return r.received(a) }
 
 // A want-scan (outboxResult) that stopped because waiting was full left
 // its lane's stored records with nothing in memory and no timed pass.

@@ -279,8 +279,9 @@ func (in *installation) pump(ctx actor.Context) {
 
 // outboxResult handles a transport's confirmation: a confirmed record is
 // deleted and its lane's window moves on; a failed one keeps its place in
-// the window (holding it where it is), and waits for the next timed pass. A lane with
-// records left in the store reads them once half its window is free.
+// the window, which cannot move past it, and waits for the next timed
+// pass. A lane with records left in the store reads them once half its
+// window is free.
 func (in *installation) outboxResult(ctx actor.Context, r *messages.OutboxResult) {
 	delete(in.inflight, string(r.Id))
 	s := in.windowed[string(r.Id)]
@@ -344,18 +345,26 @@ func (in *installation) readOutbox(ctx actor.Context, fromStart bool) {
 func (in *installation) resend(ctx actor.Context) {
 	var from []byte
 	for {
-		items, last, more := in.readRecords(from, 4*in.deps.cfg.MaxOutboxInflight)
+		items, last, more, err := in.readRecords(from, 4*in.deps.cfg.MaxOutboxInflight)
 		for _, it := range items {
 			in.deps.stats.published.Add(1)
-			if err := in.deps.tr.Publish(it.env); err != nil && !errors.Is(err, transport.ErrBadEnvelope) {
-				in.scheduleRetry(ctx)
-				return
-			} else if err != nil {
+			switch err := in.deps.tr.Publish(it.env); {
+			case errors.Is(err, transport.ErrBadEnvelope):
 				// Refused for good: kept, it would hold up every later send.
 				in.deps.log.Warn("outbox envelope refused by the transport; dropped", "installation", in.id, "err", err)
+			case err != nil:
+				in.scheduleRetry(ctx)
+				return
 			}
 			in.deps.stats.outboxResent.Add(1)
 			in.deps.commitLater([]persistence.Write{{Key: persistence.OutboxKey(in.id, it.id), Delete: true}})
+		}
+		if err != nil {
+			// Not read to the end: new sends still queue behind what is
+			// left, and a timed pass tries again.
+			in.deps.log.Warn("outbox scan failed", "err", err)
+			in.scheduleRetry(ctx)
+			return
 		}
 		if !more {
 			in.unsent, in.backlog, in.cursor = false, false, nil
@@ -367,10 +376,10 @@ func (in *installation) resend(ctx actor.Context) {
 
 // readRecords reads up to limit outbox records after from (nil: from the
 // oldest), dropping those older than OutboxRetention; more reports that
-// the store holds records after last.
-func (in *installation) readRecords(from []byte, limit int) (items []outboxItem, last []byte, more bool) {
+// the store holds records after last; err, that the scan failed.
+func (in *installation) readRecords(from []byte, limit int) (items []outboxItem, last []byte, more bool, err error) {
 	prefix := persistence.OutboxPrefix(in.id)
-	err := in.deps.store.Scan(prefix, func(k, v []byte) error {
+	err = in.deps.store.Scan(prefix, func(k, v []byte) error {
 		if from != nil && bytes.Compare(k, from) <= 0 {
 			return nil
 		}
@@ -378,16 +387,16 @@ func (in *installation) readRecords(from []byte, limit int) (items []outboxItem,
 			more = true
 			return errScanFull
 		}
-		last = bytes.Clone(k)
+		last = append(last[:0], k...)
 		if rec := in.readRecord(k, v); rec != nil {
 			items = append(items, outboxItem{id: rec.Id, env: rec.Envelope, resent: true})
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, errScanFull) {
-		in.deps.log.Warn("outbox scan failed", "err", err)
+	if errors.Is(err, errScanFull) {
+		err = nil
 	}
-	return items, last, more
+	return items, last, more, err
 }
 
 // readRecord decodes an outbox record; nil if it is unreadable (counted as
