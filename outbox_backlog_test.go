@@ -57,7 +57,11 @@ func TestNonConfirmingOutboxBacklog(t *testing.T) {
 	tr.fail.Store(true)
 	const n = 1500
 	for i := range n {
-		alice.Send(bob.Identity(), []byte(fmt.Sprintf("m%d", i))) // accepted: kept in the outbox
+		// Accepted, not an error: kept in the outbox.
+		rep, err := alice.Send(bob.Identity(), []byte(fmt.Sprintf("m%d", i)))
+		if err != nil || rep.Envelopes != 1 || rep.Queued != 1 {
+			t.Fatalf("send %d while the transport refuses: %+v, %v; want 1 envelope, queued, no error", i, rep, err)
+		}
 	}
 	if out, _, _ := eng.Pending(); out != n {
 		t.Fatalf("outbox holds %d records after %d failed publishes", out, n)
@@ -201,6 +205,20 @@ func (b *byRecipient) count(id keys.PublicKey) int {
 	return len(b.got[id])
 }
 
+// aliceBobCarol makes three accounts, alice introduced to bob and to carol
+// both ways.
+func aliceBobCarol(t *testing.T, eng *ratchetd.Engine) (alice, bob, carol *ratchetd.Account) {
+	t.Helper()
+	alice, _ = eng.CreateAccount()
+	bob, _ = eng.CreateAccount()
+	carol, _ = eng.CreateAccount()
+	introduce(t, alice, bob)
+	introduce(t, bob, alice)
+	introduce(t, alice, carol)
+	introduce(t, carol, alice)
+	return alice, bob, carol
+}
+
 // laneWatch is a confirming in-memory transport on which chosen recipients
 // are down (their envelopes are refused, after a short delay). Per
 // recipient it measures how far publication ran ahead of the oldest
@@ -264,13 +282,7 @@ func TestOutboxLanes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer eng.Close()
-	alice, _ := eng.CreateAccount()
-	bob, _ := eng.CreateAccount()
-	carol, _ := eng.CreateAccount()
-	introduce(t, alice, bob)
-	introduce(t, bob, alice)
-	introduce(t, alice, carol)
-	introduce(t, carol, alice)
+	alice, bob, carol := aliceBobCarol(t, eng)
 	received := func(who *ratchetd.Account) int { return in.count(who.Identity()) }
 	wait := func(what string, cond func() bool) {
 		t.Helper()
@@ -331,13 +343,7 @@ func TestOutboxLanesAfterRestart(t *testing.T) {
 	}
 	received := in.count
 	eng := open()
-	alice, _ := eng.CreateAccount()
-	bob, _ := eng.CreateAccount()
-	carol, _ := eng.CreateAccount()
-	introduce(t, alice, bob)
-	introduce(t, bob, alice)
-	introduce(t, alice, carol)
-	introduce(t, carol, alice)
+	alice, bob, carol := aliceBobCarol(t, eng)
 	bobID, carolID := bob.Identity(), carol.Identity()
 	w.setDown(carolID, true)
 	for i := range n {

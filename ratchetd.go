@@ -103,14 +103,16 @@ type Options struct {
 	// offers unconfirmed or refused sends again (2 s).
 	OutboxRetryInterval time.Duration
 	// MaxOutboxInflight bounds the sends of one installation published and
-	// not yet confirmed by a confirming transport (256); the others wait,
+	// not yet confirmed by a confirming transport (1024); the others wait,
 	// oldest first.
 	MaxOutboxInflight int
 	// MaxOutboxAhead bounds, per peer identity, the sends published past
 	// the oldest one a confirming transport has not confirmed (256, kept
-	// below the ratchet limits): a peer keeps the key of an overtaken
-	// message only so long, so a refused send must not be overtaken
-	// without bound while it waits for its retry.
+	// below the ratchet limits and to half of MaxOutboxInflight): a peer
+	// keeps the key of an overtaken message only so long, so a refused
+	// send must not be overtaken without bound while it waits for its
+	// retry. After a failure a peer's sends are retried one at a time
+	// until one is confirmed.
 	MaxOutboxAhead int
 	// GroupSendConcurrency bounds the pairwise sends of one SendGroup in
 	// flight at once (DefaultGroupSendConcurrency; 1 sends them one after
@@ -308,15 +310,23 @@ type SendReport struct {
 	Installations []string // recipient installations encrypted for
 	Failed        []string // installations that could not be encrypted for
 	DHFallback    bool     // no bundle of the peer was known (no forward secrecy)
-	Envelopes     int
+	// Envelopes is how many envelopes the send made and accepted: each is
+	// published, or durable in the outbox and published later.
+	Envelopes int
+	// Queued is how many of them wait in the outbox: the transport refused
+	// them for now (or an earlier refused send is still ahead of them), or
+	// the peer's window or MaxOutboxInflight is full. They are published,
+	// oldest first, as the transport takes them.
+	Queued int
 }
 
 func (a *Account) request(msg any) (any, error) { return a.e.eng.Request(a.id, msg) }
 
 // Send encrypts payload for the peer's active installations (and a copy for
 // this identity's paired installations) and publishes it. It returns once
-// every new ratchet state is durable and the envelopes are handed to the
-// transport.
+// every new ratchet state is durable and each envelope is handed to the
+// transport or, when the transport refused it for now or cannot take it
+// yet, kept in the durable outbox to be published later (SendReport.Queued).
 func (a *Account) Send(peer keys.PublicKey, payload []byte) (SendReport, error) {
 	return a.send(&messages.SendCommand{PeerIdentity: peer[:], Payload: payload})
 }
@@ -330,7 +340,7 @@ func (a *Account) send(cmd *messages.SendCommand) (SendReport, error) {
 	if !ok {
 		return SendReport{}, actors.ErrInternal
 	}
-	rep := SendReport{Installations: r.Installations, Failed: r.Failed, DHFallback: r.DhFallback, Envelopes: int(r.Envelopes)}
+	rep := SendReport{Installations: r.Installations, Failed: r.Failed, DHFallback: r.DhFallback, Envelopes: int(r.Envelopes), Queued: int(r.Queued)}
 	if r.Error != messages.ErrorCode_OK {
 		if r.Error == messages.ErrorCode_NO_SESSION {
 			return rep, ErrNotDelivered

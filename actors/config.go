@@ -51,9 +51,10 @@ const (
 	// for about 20 s (ten outbox passes) while the messages before it
 	// arrive, then dropped.
 	DefaultMaxAheadRefusals = 10
-	// DefaultMaxOutboxInflight: a quarter of Status's MaxSkip (1000), so a
-	// window published at once never opens a gap the receiver refuses.
-	DefaultMaxOutboxInflight = 256
+	// DefaultMaxOutboxInflight: four lanes' windows, so that a peer that
+	// is down or hung holds at most a quarter of the installation's sends
+	// in flight until its first failure (its lane then probes with one).
+	DefaultMaxOutboxInflight = 1024
 	// DefaultMaxOutboxAhead: a quarter of Status's MaxSkip, well under its
 	// MaxMessageKeysPerSession (2000) and MaxKeep (3000).
 	DefaultMaxOutboxAhead = 256
@@ -86,7 +87,7 @@ type Config struct {
 	// wait in creation order. It bounds the work in flight; what keeps a
 	// peer's sends nearly in order (no gap near MaxSkip, no skipped key
 	// evicted, a refused send retried before it is too late) is its lane's
-	// window, MaxOutboxAhead.
+	// window, MaxOutboxAhead, which is kept to half of it at most.
 	MaxOutboxInflight int
 	// MaxOutboxAhead bounds, per recipient identity, how many of its sends
 	// may be published past the oldest one not yet confirmed
@@ -97,7 +98,8 @@ type Config struct {
 	// §6.5). A send refused once (a node restarting, a timeout) and
 	// offered again after thousands of later ones had been confirmed would
 	// be undecryptable, confirmed as a duplicate, and lost. It is kept
-	// below the three limits of Ratchet.
+	// below the three limits of Ratchet, and to half of MaxOutboxInflight
+	// at most, so that one peer never holds every slot in flight.
 	MaxOutboxAhead int
 	// MaxAheadRefusals is how many times a message too far ahead of its
 	// chain (more than MaxSkip keys to skip) is refused as "not taken yet"
@@ -167,7 +169,7 @@ func (c Config) withDefaults() Config {
 	if c.MaxOutboxAhead <= 0 {
 		c.MaxOutboxAhead = DefaultMaxOutboxAhead
 	}
-	c.MaxOutboxAhead = max(1, min(c.MaxOutboxAhead, ahead-1))
+	c.MaxOutboxAhead = max(1, min(c.MaxOutboxAhead, ahead-1, c.MaxOutboxInflight/2))
 	if c.OutboxRetention <= 0 {
 		c.OutboxRetention = 7 * 24 * time.Hour
 	}

@@ -80,6 +80,9 @@ type installation struct {
 	backlog       bool
 	cursor        []byte
 	retrying      bool
+	// recoveredAt: the last pass run because a failing lane had a send
+	// confirmed (outboxResult).
+	recoveredAt time.Time
 	// outboxSeq orders the outbox records (their ids start with it).
 	outboxSeq uint64
 	// bundle is the last bundle the publisher signed, and when.
@@ -193,6 +196,7 @@ func (in *installation) start(ctx actor.Context) {
 	in.lanes = make(map[string]*lane)
 	in.windowed = make(map[string]*slot)
 	in.waiting, in.backlog, in.cursor, in.unsent, in.retrying = nil, false, nil, false, false
+	in.recoveredAt = time.Time{}
 	in.devices = newRegistry(in.deps, in.id)
 	in.indexPreKeys()
 	// The publisher starts with the paired devices, so that it signs and
@@ -774,32 +778,45 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 			// is made, and no commit, on the common path). Once it refused
 			// one, later sends queue behind it in the outbox (outbox.go:
 			// order matters to the receiver).
-			var failed []*messages.Envelope
+			var kept []*messages.Envelope
+			var refused error
 			for _, env := range envs {
-				if !in.unsent && len(failed) == 0 {
+				if !in.unsent && len(kept) == 0 {
 					in.deps.stats.published.Add(1)
 					err := in.deps.tr.Publish(env)
 					if err == nil {
 						report.Envelopes++
 						continue
 					}
-					report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
 					if errors.Is(err, transport.ErrBadEnvelope) {
-						continue // refused for good: kept, it would hold up every later send
+						// Refused for good: kept, it would hold up every
+						// later send.
+						report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
+						continue
 					}
+					refused = err
 				}
-				failed = append(failed, env)
+				kept = append(kept, env)
 			}
-			if len(failed) > 0 {
-				writes, _, err := in.outboxWrites(failed)
+			if len(kept) > 0 {
+				// Refused for now, or behind a refused one: accepted all
+				// the same once in the outbox (Queued), published later.
+				writes, _, err := in.outboxWrites(kept)
 				if err == nil {
 					err = in.deps.commit(writes)
 				}
 				if err != nil {
-					report.Error = messages.ErrorCode_STORE
-					report.Detail += "; not kept for a retry: " + err.Error()
+					report.Error, report.Detail = messages.ErrorCode_STORE, "not published and not kept for a retry: "+err.Error()
+					if refused != nil {
+						report.Detail += " (publish: " + refused.Error() + ")"
+					}
 				} else {
 					in.unsent = true
+					report.Envelopes += int32(len(kept))
+					report.Queued += int32(len(kept))
+					if refused != nil {
+						in.deps.log.Debug("publish refused; kept in the outbox", "installation", in.id, "err", refused)
+					}
 				}
 				in.scheduleRetry(ctx)
 			}
@@ -831,7 +848,9 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 			}
 			c := in.deps.tr.(transport.Confirmer)
 			for i, env := range envs {
-				in.publishOutbox(ctx, c, ids[i], env)
+				if !in.publishOutbox(ctx, c, ids[i], env) {
+					report.Queued++
+				}
 				report.Envelopes++
 			}
 			reply()

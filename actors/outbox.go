@@ -29,7 +29,10 @@ import (
 //     sends are published oldest first, at most MaxOutboxAhead past its
 //     oldest unconfirmed one (a sliding window, anchored where a refused
 //     send waits for its retry); lanes do not wait for each other, so a
-//     peer that is down holds up only its own sends;
+//     peer that is down holds up only its own sends. Once a send of a lane
+//     failed, the lane probes: one send at a time (its oldest) until one is
+//     confirmed, so a peer that is down or hung holds one MaxOutboxInflight
+//     slot, not its whole window, retry after retry;
 //   - with any other transport, once Publish refused a send, later sends
 //     wait in the outbox behind it and go out in order.
 
@@ -58,6 +61,12 @@ type lane struct {
 	// stored: the store may hold records of the lane after read that are
 	// not in memory; later ones wait behind them.
 	stored bool
+	// failing: a send of the lane failed and none was confirmed since. The
+	// lane then has one send at most waiting or in flight, probe (its
+	// oldest unconfirmed one, or its oldest record with an empty window);
+	// its other sends stay where they are until a confirmation ends it.
+	failing bool
+	probe   string
 }
 
 // slot is one published send of a lane.
@@ -82,6 +91,8 @@ func (in *installation) advance(l *lane) {
 	}
 	if l.head == len(l.window) {
 		l.window, l.head = l.window[:0], 0
+		// Nothing left to retry (what failed expired): the lane's next
+		// record, once read, is its probe.
 	} else if l.head > 64 && l.head*2 > len(l.window) {
 		n := copy(l.window, l.window[l.head:])
 		clear(l.window[n:])
@@ -152,15 +163,16 @@ func (in *installation) outboxID(env *messages.Envelope) []byte {
 // record stays until the confirmation arrives, and is published again
 // while it does not. Behind older envelopes of its lane, beyond its lane's
 // window or with MaxOutboxInflight in flight, it waits its turn: in memory
-// up to a few windows, beyond that in the store.
-func (in *installation) publishOutbox(ctx actor.Context, c transport.Confirmer, id []byte, env *messages.Envelope) {
+// up to a few windows, beyond that in the store. It reports whether the
+// envelope was handed to the transport now.
+func (in *installation) publishOutbox(ctx actor.Context, c transport.Confirmer, id []byte, env *messages.Envelope) (now bool) {
 	if sid := string(id); in.inflight[sid] || in.queued[sid] || in.windowed[sid] != nil {
-		return // taken already (passes leave records being committed alone)
+		return in.inflight[sid] // taken already (passes leave records being committed alone)
 	}
 	max := in.deps.cfg.MaxOutboxInflight
 	l := in.laneOf(env)
 	key := persistence.OutboxKey(in.id, id)
-	open := !in.backlog && (l == nil || (!l.stored && l.room(in.deps.cfg.MaxOutboxAhead) > 0))
+	open := !in.backlog && (l == nil || (!l.stored && !l.failing && l.room(in.deps.cfg.MaxOutboxAhead) > 0))
 	// Sends commit concurrently: a later record of the lane may have been
 	// taken before this one was committed. No pass would read it (a
 	// lane's records up to read are known), so it is taken now.
@@ -169,12 +181,14 @@ func (in *installation) publishOutbox(ctx actor.Context, c transport.Confirmer, 
 	case (open || late) && len(in.waiting) == 0 && len(in.inflight) < max:
 		in.take(l, key)
 		in.confirm(ctx, c, outboxItem{id: id, env: env, lane: l})
+		return true
 	case (open && len(in.waiting) < 4*max) || late:
 		in.take(l, key)
 		in.queue(outboxItem{id: id, env: env, lane: l})
 	case l != nil && !in.backlog && len(in.waiting) < 4*max:
-		// Its lane is full, or waits for stored records: it is read when
-		// the lane has room again (outboxResult), or by a timed pass.
+		// Its lane is full, failing, or waits for stored records: it is
+		// read when the lane has room again (outboxResult), or by a timed
+		// pass.
 		l.stored = true
 		in.scheduleRetry(ctx)
 	default:
@@ -183,6 +197,7 @@ func (in *installation) publishOutbox(ctx actor.Context, c transport.Confirmer, 
 		in.backlog = true
 		in.scheduleRetry(ctx)
 	}
+	return false
 }
 
 // lateCommit handles outbox records whose commit did not answer: they may
@@ -279,30 +294,48 @@ func (in *installation) pump(ctx actor.Context) {
 
 // outboxResult handles a transport's confirmation: a confirmed record is
 // deleted and its lane's window moves on; a failed one keeps its place in
-// the window, which cannot move past it, and waits for the next timed
-// pass. A lane with records left in the store reads them once half its
-// window is free.
+// the window, which cannot move past it, makes its lane probe, and waits
+// for the next timed pass. A lane with records left in the store reads
+// them once half its window is free. A confirmation ends a lane's
+// probing: a pass offers what the lane holds back at once (at most one
+// such pass per OutboxRetryInterval; otherwise the timed one).
 func (in *installation) outboxResult(ctx actor.Context, r *messages.OutboxResult) {
 	delete(in.inflight, string(r.Id))
 	s := in.windowed[string(r.Id)]
+	var l *lane
 	if s != nil {
-		s.inflight = false
+		s.inflight, l = false, s.lane
+		if l.probe == s.id {
+			l.probe = ""
+		}
 	}
+	recovered := false
 	if r.Error == "" {
 		in.deps.commitLater([]persistence.Write{{Key: persistence.OutboxKey(in.id, r.Id), Delete: true}})
 		if s != nil {
+			recovered, l.failing = l.failing, false
 			s.confirmed = true
-			in.advance(s.lane)
+			in.advance(l)
 		}
 	} else {
 		in.deps.log.Debug("outbox envelope not confirmed; will retry", "installation", in.id, "err", r.Error)
+		if l != nil {
+			l.failing = true
+		}
 		in.scheduleRetry(ctx)
 	}
-	if s != nil {
-		if l := s.lane; l.stored && in.lanes[l.name] == l && l.room(in.deps.cfg.MaxOutboxAhead) >= in.deps.cfg.MaxOutboxAhead/2 {
-			if in.scanLanes(l.read, l) {
-				in.scheduleRetry(ctx)
-			}
+	if recovered {
+		now := in.deps.cfg.Clock()
+		if in.recoveredAt.IsZero() || now.Sub(in.recoveredAt) >= in.deps.cfg.OutboxRetryInterval {
+			in.recoveredAt = now
+			in.readOutbox(ctx, true) // pumps
+			return
+		}
+		in.scheduleRetry(ctx)
+	}
+	if l != nil && l.stored && !l.failing && in.lanes[l.name] == l && l.room(in.deps.cfg.MaxOutboxAhead) >= in.deps.cfg.MaxOutboxAhead/2 {
+		if in.scanLanes(l.read, l) {
+			in.scheduleRetry(ctx)
 		}
 	}
 	in.pump(ctx)
@@ -429,6 +462,7 @@ func (in *installation) scanLanes(from []byte, want *lane) (left bool) {
 	ahead, limit := in.deps.cfg.MaxOutboxAhead, 4*in.deps.cfg.MaxOutboxInflight
 	prefix := persistence.OutboxPrefix(in.id)
 	skipped := map[*lane]bool{}
+	failed := false // a failed send held back behind its failing lane's probe
 	var last []byte
 	err := in.deps.store.Scan(prefix, func(k, v []byte) error {
 		if from != nil && bytes.Compare(k, from) <= 0 {
@@ -452,6 +486,14 @@ func (in *installation) scanLanes(from []byte, want *lane) (left bool) {
 			return nil
 		}
 		if s != nil {
+			if l := s.lane; !s.confirmed && l.failing {
+				// A failing lane retries its oldest send alone.
+				if l.probe != "" || l.window[l.head] != s {
+					failed = true
+					return nil
+				}
+				l.probe = s.id
+			}
 			if !s.confirmed {
 				in.queue(outboxItem{id: rec.Id, env: rec.Envelope, lane: s.lane, resent: true})
 			}
@@ -463,11 +505,17 @@ func (in *installation) scanLanes(from []byte, want *lane) (left bool) {
 				return nil // confirmed; its deletion is not committed yet
 			}
 			// Older records of the lane that this scan does not cover
-			// (before from) or left in the store: this one waits too.
+			// (before from) or left in the store: this one waits too. A
+			// failing lane takes a new one only as its probe, when it has
+			// nothing published left to retry.
 			behind := l.stored && from != nil && (l.read == nil || bytes.Compare(from, l.read) > 0)
-			if skipped[l] || behind || l.room(ahead) <= 0 {
+			probe := l.failing && l.probe == "" && l.size() == 0 && l.queuedNew == 0
+			if skipped[l] || behind || l.room(ahead) <= 0 || (l.failing && !probe) {
 				l.stored, skipped[l] = true, true
 				return nil
+			}
+			if probe {
+				l.probe = string(rec.Id)
 			}
 			in.take(l, bytes.Clone(k))
 		}
@@ -503,7 +551,7 @@ func (in *installation) scanLanes(from []byte, want *lane) (left bool) {
 		in.deps.log.Warn("outbox scan failed", "err", err)
 		in.backlog, left = false, true
 	}
-	return left || len(skipped) > 0 || in.backlog
+	return left || failed || len(skipped) > 0 || in.backlog
 }
 
 // restoreOutboxSeq sets the outbox sequence past every stored record, so

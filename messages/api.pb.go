@@ -440,6 +440,8 @@ type SendResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Installations []string               `protobuf:"bytes,1,rep,name=installations,proto3" json:"installations,omitempty"`
 	DhFallback    bool                   `protobuf:"varint,2,opt,name=dh_fallback,json=dhFallback,proto3" json:"dh_fallback,omitempty"`
+	Envelopes     int32                  `protobuf:"varint,3,opt,name=envelopes,proto3" json:"envelopes,omitempty"` // envelopes accepted: published, or kept in the outbox
+	Queued        int32                  `protobuf:"varint,4,opt,name=queued,proto3" json:"queued,omitempty"`       // of envelopes, those kept in the outbox, published later
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -486,6 +488,20 @@ func (x *SendResponse) GetDhFallback() bool {
 		return x.DhFallback
 	}
 	return false
+}
+
+func (x *SendResponse) GetEnvelopes() int32 {
+	if x != nil {
+		return x.Envelopes
+	}
+	return 0
+}
+
+func (x *SendResponse) GetQueued() int32 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
 }
 
 type ReceiveRequest struct {
@@ -1067,11 +1083,13 @@ const file_api_proto_rawDesc = "" +
 	"\vSendRequest\x12'\n" +
 	"\x0finstallation_id\x18\x01 \x01(\tR\x0einstallationId\x12#\n" +
 	"\rpeer_identity\x18\x02 \x01(\fR\fpeerIdentity\x12\x18\n" +
-	"\apayload\x18\x03 \x01(\fR\apayload\"U\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\"\x8b\x01\n" +
 	"\fSendResponse\x12$\n" +
 	"\rinstallations\x18\x01 \x03(\tR\rinstallations\x12\x1f\n" +
 	"\vdh_fallback\x18\x02 \x01(\bR\n" +
-	"dhFallback\"9\n" +
+	"dhFallback\x12\x1c\n" +
+	"\tenvelopes\x18\x03 \x01(\x05R\tenvelopes\x12\x16\n" +
+	"\x06queued\x18\x04 \x01(\x05R\x06queued\"9\n" +
 	"\x0eReceiveRequest\x12'\n" +
 	"\x0finstallation_id\x18\x01 \x01(\tR\x0einstallationId\"\xc6\x01\n" +
 	"\x0fReceivedMessage\x12\x0e\n" +

@@ -1291,10 +1291,11 @@ type SendReport struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Installations []string               `protobuf:"bytes,1,rep,name=installations,proto3" json:"installations,omitempty"` // recipient installations encrypted for
 	DhFallback    bool                   `protobuf:"varint,2,opt,name=dh_fallback,json=dhFallback,proto3" json:"dh_fallback,omitempty"`
-	Envelopes     int32                  `protobuf:"varint,3,opt,name=envelopes,proto3" json:"envelopes,omitempty"`
+	Envelopes     int32                  `protobuf:"varint,3,opt,name=envelopes,proto3" json:"envelopes,omitempty"` // envelopes made and accepted (published, or kept in the outbox)
 	Error         ErrorCode              `protobuf:"varint,4,opt,name=error,proto3,enum=ratchetd.engine.ErrorCode" json:"error,omitempty"`
 	Detail        string                 `protobuf:"bytes,5,opt,name=detail,proto3" json:"detail,omitempty"`
-	Failed        []string               `protobuf:"bytes,6,rep,name=failed,proto3" json:"failed,omitempty"` // installations that could not be encrypted for
+	Failed        []string               `protobuf:"bytes,6,rep,name=failed,proto3" json:"failed,omitempty"`  // installations that could not be encrypted for
+	Queued        int32                  `protobuf:"varint,7,opt,name=queued,proto3" json:"queued,omitempty"` // of envelopes, those kept in the outbox for a later publication
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1369,6 +1370,13 @@ func (x *SendReport) GetFailed() []string {
 		return x.Failed
 	}
 	return nil
+}
+
+func (x *SendReport) GetQueued() int32 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
 }
 
 // BundleRequest asks the BundlePublisher for the bundle to attach now.
@@ -2511,7 +2519,7 @@ const file_engine_proto_rawDesc = "" +
 	"\rpeer_identity\x18\x01 \x01(\fR\fpeerIdentity\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12!\n" +
 	"\fpublic_topic\x18\x03 \x01(\tR\vpublicTopic\x12\x1c\n" +
-	"\tadvertise\x18\x04 \x01(\bR\tadvertise\"\xd3\x01\n" +
+	"\tadvertise\x18\x04 \x01(\bR\tadvertise\"\xeb\x01\n" +
 	"\n" +
 	"SendReport\x12$\n" +
 	"\rinstallations\x18\x01 \x03(\tR\rinstallations\x12\x1f\n" +
@@ -2520,7 +2528,8 @@ const file_engine_proto_rawDesc = "" +
 	"\tenvelopes\x18\x03 \x01(\x05R\tenvelopes\x120\n" +
 	"\x05error\x18\x04 \x01(\x0e2\x1a.ratchetd.engine.ErrorCodeR\x05error\x12\x16\n" +
 	"\x06detail\x18\x05 \x01(\tR\x06detail\x12\x16\n" +
-	"\x06failed\x18\x06 \x03(\tR\x06failed\"3\n" +
+	"\x06failed\x18\x06 \x03(\tR\x06failed\x12\x16\n" +
+	"\x06queued\x18\a \x01(\x05R\x06queued\"3\n" +
 	"\rBundleRequest\x12\"\n" +
 	"\rnow_unix_nano\x18\x01 \x01(\x03R\vnowUnixNano\"r\n" +
 	"\vBundleReply\x12-\n" +

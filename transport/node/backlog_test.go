@@ -16,7 +16,7 @@ import (
 // TestBacklogAfterPeerDown: while Bob's node is down Alice accepts more
 // messages than Status's MaxSkip (1000) lets a receiver skip in one gap.
 // When Bob is back, every one arrives, once: the outbox publishes its
-// backlog oldest first in a window of MaxOutboxInflight, and a message that
+// backlog oldest first in a window of MaxOutboxAhead, and a message that
 // still arrives too far ahead is not taken (offered again later) rather
 // than dropped. (Before, the backlog went out all at once in the order of
 // the envelopes' signatures; Bob refused most as "too many skipped" and
@@ -91,7 +91,7 @@ func TestBacklogAfterPeerDown(t *testing.T) {
 		t.Fatalf("%d of %d messages sent while bob was down never arrived (alice's outbox holds %d): first %q\nbob: %+v",
 			len(missing), backlog, out, missing[:min(5, len(missing))], b.eng.Stats())
 	}
-	if max := actors.DefaultMaxOutboxInflight; max >= 1000 {
+	if max := actors.DefaultMaxOutboxAhead; max >= 1000 {
 		t.Fatalf("the outbox window (%d) is not below MaxSkip", max)
 	}
 }

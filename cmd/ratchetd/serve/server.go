@@ -189,7 +189,7 @@ func (s *Server) Send(_ context.Context, r *messages.SendRequest) (*messages.Sen
 		}
 		return nil, status.Errorf(codes.Unavailable, "%v", err)
 	}
-	return &messages.SendResponse{Installations: rep.Installations, DhFallback: rep.DHFallback}, nil
+	return &messages.SendResponse{Installations: rep.Installations, DhFallback: rep.DHFallback, Envelopes: int32(rep.Envelopes), Queued: int32(rep.Queued)}, nil
 }
 
 // Receive streams the unacknowledged messages of an installation, then new

@@ -1,0 +1,150 @@
+package ratchetd_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ratchetd/ratchetd"
+	"github.com/ratchetd/ratchetd/crypto/keys"
+	"github.com/ratchetd/ratchetd/messages"
+	"github.com/ratchetd/ratchetd/persistence"
+	"github.com/ratchetd/ratchetd/transport"
+)
+
+// hungWatch is a confirming in-memory transport on which chosen recipients
+// hang: their envelopes are refused only after delay, as the networked
+// transport's delivery timeout does for a peer that accepts a connection
+// and never answers. Per recipient it counts the envelopes in flight that
+// were published after one of the recipient's had failed.
+type hungWatch struct {
+	*transport.Memory
+	delay time.Duration
+
+	mu       sync.Mutex
+	hung     map[string]bool
+	failed   map[string]bool // the recipient had a refusal reported
+	after    map[string]int  // in flight, published after a refusal
+	maxAfter map[string]int
+	retries  map[string]int // published after a refusal
+}
+
+func newHungWatch(delay time.Duration) *hungWatch {
+	return &hungWatch{Memory: transport.NewMemory(transport.MemoryOptions{}), delay: delay,
+		hung: map[string]bool{}, failed: map[string]bool{}, after: map[string]int{}, maxAfter: map[string]int{}, retries: map[string]int{}}
+}
+
+func (w *hungWatch) setHung(id keys.PublicKey, hung bool) {
+	w.mu.Lock()
+	w.hung[string(id[:])] = hung
+	w.mu.Unlock()
+}
+
+func (w *hungWatch) PublishConfirm(env *messages.Envelope, done func(error)) {
+	r := string(env.Recipient)
+	w.mu.Lock()
+	hung, counted := w.hung[r], w.failed[r]
+	if counted {
+		w.retries[r]++
+		w.after[r]++
+		w.maxAfter[r] = max(w.maxAfter[r], w.after[r])
+	}
+	w.mu.Unlock()
+	if hung {
+		time.AfterFunc(w.delay, func() {
+			w.mu.Lock()
+			if counted {
+				w.after[r]--
+			}
+			w.failed[r] = true
+			w.mu.Unlock()
+			done(errors.New("injected: delivery timed out"))
+		})
+		return
+	}
+	err := w.Memory.Publish(env)
+	if counted {
+		w.mu.Lock()
+		w.after[r]--
+		w.mu.Unlock()
+	}
+	go done(err)
+}
+
+// TestOutboxHungPeerProbes: a peer that hangs (every send to it times out)
+// has at most its window in flight until the first timeout, then one send
+// at a time, its oldest, offered again on each retry pass; the others'
+// sends go on meanwhile. Once it answers, its whole backlog follows. (Before,
+// each retry pass published its whole window again, so a hung peer held
+// MaxOutboxAhead slots in flight, timeout after timeout.)
+func TestOutboxHungPeerProbes(t *testing.T) {
+	const ahead, n = 8, 100
+	w := newHungWatch(300 * time.Millisecond)
+	defer w.Close()
+	var in byRecipient
+	eng, err := ratchetd.Open(ratchetd.Options{
+		Store: persistence.NewMemory(), Transport: w, OutboxRetryInterval: 30 * time.Millisecond,
+		MaxOutboxInflight: 32, MaxOutboxAhead: ahead, Handler: in.handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	alice, bob, carol := aliceBobCarol(t, eng)
+	carolID := carol.Identity()
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				out, _, _ := eng.Pending()
+				t.Fatalf("%s: bob has %d, carol %d of %d; outbox %d", what, in.count(bob.Identity()), in.count(carolID), n, out)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	w.setHung(carolID, true)
+	published := 0 // carol's sends handed to the transport at once
+	for i := range n {
+		rep, err := alice.Send(carolID, fmt.Appendf(nil, "m%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Queued == 0 {
+			published++
+		}
+	}
+	w.mu.Lock()
+	early := w.failed[string(carolID[:])] // a slow machine: her lane may be probing already
+	w.mu.Unlock()
+	if published > ahead || (!early && published != ahead) {
+		t.Fatalf("%d of carol's sends were published at once, %d queued; want her window, %d", published, n-published, ahead)
+	}
+	for i := range n {
+		if _, err := alice.Send(bob.Identity(), fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait("bob's sends while carol hangs", func() bool { return in.count(bob.Identity()) == n })
+	// Several timeouts and retry passes while carol still hangs.
+	wait("carol's sends retried", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.retries[string(carolID[:])] >= 4
+	})
+	w.mu.Lock()
+	most := w.maxAfter[string(carolID[:])]
+	w.mu.Unlock()
+	if most > 1 {
+		t.Fatalf("after carol's first timeout %d of her sends were in flight at once; want 1 (a probe)", most)
+	}
+	if k := in.count(carolID); k != 0 {
+		t.Fatalf("carol received %d while hung", k)
+	}
+	w.setHung(carolID, false)
+	wait("carol's backlog", func() bool {
+		out, _, _ := eng.Pending()
+		return in.count(carolID) == n && out == 0
+	})
+}
