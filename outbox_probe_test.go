@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,6 +145,76 @@ func TestOutboxHungPeerProbes(t *testing.T) {
 	}
 	w.setHung(carolID, false)
 	wait("carol's backlog", func() bool {
+		out, _, _ := eng.Pending()
+		return in.count(carolID) == n && out == 0
+	})
+}
+
+// outboxScans counts the scans of an installation's outbox.
+type outboxScans struct {
+	persistence.Store
+	n atomic.Int64
+}
+
+func (s *outboxScans) Scan(prefix []byte, fn func(k, v []byte) error) error {
+	if len(prefix) > 1 && prefix[0] == 'o' { // an installation's outbox, not a count of all
+		s.n.Add(1)
+	}
+	return s.Store.Scan(prefix, fn)
+}
+
+// TestOutboxProbeReadsNoBacklog: while a peer hangs with a backlog, a retry
+// pass reads its probe by key; it does not scan the outbox, whose records
+// of that peer it could not send anyway. (Before, every retry pass, each
+// OutboxRetryInterval, read and decoded the whole outbox: with a peer down
+// for a day, millions of records every 2 s.) At least one pass in 15 still
+// reads everything.
+func TestOutboxProbeReadsNoBacklog(t *testing.T) {
+	const n = 300
+	w := newHungWatch(40 * time.Millisecond)
+	defer w.Close()
+	store := &outboxScans{Store: persistence.NewMemory()}
+	var in byRecipient
+	eng, err := ratchetd.Open(ratchetd.Options{
+		Store: store, Transport: w, OutboxRetryInterval: 20 * time.Millisecond,
+		MaxOutboxInflight: 32, MaxOutboxAhead: 8, Handler: in.handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	alice, _, carol := aliceBobCarol(t, eng)
+	carolID := carol.Identity()
+	w.setHung(carolID, true)
+	for i := range n {
+		if _, err := alice.Send(carolID, fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	retries := func() int {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.retries[string(carolID[:])]
+	}
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: carol has %d of %d, %d retries", what, in.count(carolID), n, retries())
+			}
+		}
+	}
+	waitUntil("carol probed", func() bool { return retries() >= 2 })
+	scans, from, start := store.n.Load(), retries(), time.Now()
+	waitUntil("more probes", func() bool { return retries() >= from+8 })
+	probes, scanned := retries()-from, store.n.Load()-scans
+	// A sweep every 15 passes (15×20 ms) may fall among them; more would be
+	// scans by the passes.
+	if sweeps := 1 + int64(time.Since(start)/(15*20*time.Millisecond)); scanned > sweeps {
+		t.Fatalf("%d outbox scans during %d probes; want at most the sweeps, %d", scanned, probes, sweeps)
+	}
+	t.Logf("%d outbox scans during %d probes", scanned, probes)
+	w.setHung(carolID, false)
+	waitUntil("carol's backlog", func() bool {
 		out, _, _ := eng.Pending()
 		return in.count(carolID) == n && out == 0
 	})

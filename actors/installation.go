@@ -83,6 +83,10 @@ type installation struct {
 	// recoveredAt: the last pass run because a failing lane had a send
 	// confirmed (outboxResult).
 	recoveredAt time.Time
+	// strayFailed: a send without a lane (a public envelope) failed since
+	// the last pass over the whole outbox; sweptAt: when that pass began.
+	strayFailed bool
+	sweptAt     time.Time
 	// outboxSeq orders the outbox records (their ids start with it).
 	outboxSeq uint64
 	// bundle is the last bundle the publisher signed, and when.
@@ -196,7 +200,7 @@ func (in *installation) start(ctx actor.Context) {
 	in.lanes = make(map[string]*lane)
 	in.windowed = make(map[string]*slot)
 	in.waiting, in.backlog, in.cursor, in.unsent, in.retrying = nil, false, nil, false, false
-	in.recoveredAt = time.Time{}
+	in.recoveredAt, in.strayFailed, in.sweptAt = time.Time{}, false, time.Time{}
 	in.devices = newRegistry(in.deps, in.id)
 	in.indexPreKeys()
 	// The publisher starts with the paired devices, so that it signs and

@@ -321,6 +321,8 @@ func (in *installation) outboxResult(ctx actor.Context, r *messages.OutboxResult
 		in.deps.log.Debug("outbox envelope not confirmed; will retry", "installation", in.id, "err", r.Error)
 		if l != nil {
 			l.failing = true
+		} else {
+			in.strayFailed = true // a pass over the whole outbox offers it again
 		}
 		in.scheduleRetry(ctx)
 	}
@@ -364,11 +366,89 @@ func (in *installation) readOutbox(ctx actor.Context, fromStart bool) {
 	from := in.cursor
 	if fromStart {
 		from = nil
+		// At least one pass in sweepPasses reads the whole outbox even so,
+		// in case a record was left where no mark (a lane's stored, the
+		// backlog) says so.
+		now := in.deps.cfg.Clock()
+		if now.Sub(in.sweptAt) < sweepPasses*in.deps.cfg.OutboxRetryInterval && in.probeOnly() {
+			in.probeLanes(ctx)
+			in.pump(ctx)
+			return
+		}
+		in.sweptAt = now
 	}
 	if in.scanLanes(from, nil) {
 		in.scheduleRetry(ctx)
 	}
 	in.pump(ctx)
+}
+
+// sweepPasses: a timed pass reads the whole outbox at least once in this
+// many OutboxRetryIntervals (30 s by default).
+const sweepPasses = 15
+
+// probeOnly reports whether a pass from the start has nothing to offer but
+// the probes of failing lanes, which are read by their keys: no lane that
+// is not failing has a failed send or records in the store, no failing
+// lane needs a stored record for its probe, and nothing else is left in
+// the store (backlog, strayFailed). A peer that is down with a backlog of
+// any size then costs a read per retry pass, not a scan of the outbox.
+func (in *installation) probeOnly() bool {
+	if in.backlog || in.strayFailed {
+		return false
+	}
+	for _, l := range in.lanes {
+		if l.failing {
+			if l.size() == 0 {
+				return false // its probe is a stored record
+			}
+			continue
+		}
+		if l.stored {
+			return false
+		}
+		for _, s := range l.window[l.head:] {
+			if !s.confirmed && !s.inflight && !in.queued[s.id] {
+				return false // a failed send to offer again
+			}
+		}
+	}
+	return true
+}
+
+// probeLanes queues the probe of each failing lane that has none out: its
+// oldest unconfirmed send, read by its key. One that expired, or is gone,
+// leaves the window, and the next one is the probe.
+func (in *installation) probeLanes(ctx actor.Context) {
+	for _, l := range in.lanes {
+		for l.failing && l.probe == "" && l.size() > 0 {
+			s := l.window[l.head]
+			if s.inflight || in.queued[s.id] {
+				break // out already: its result brings the next pass
+			}
+			key := persistence.OutboxKey(in.id, []byte(s.id))
+			v, err := in.deps.store.Get(key)
+			var rec *messages.OutboxRecord
+			switch {
+			case err == nil:
+				rec = in.readRecord(key, v)
+			case !errors.Is(err, persistence.ErrNotFound):
+				in.deps.log.Warn("outbox read failed", "err", err)
+				in.scheduleRetry(ctx)
+				return
+			}
+			if rec == nil {
+				s.confirmed = true
+				in.advance(l)
+				continue
+			}
+			l.probe = s.id
+			in.queue(outboxItem{id: rec.Id, env: rec.Envelope, lane: l, resent: true})
+		}
+		if l.failing && l.size() == 0 {
+			in.scheduleRetry(ctx) // its probe is a stored record: a scan finds it
+		}
+	}
 }
 
 // resend publishes the outbox of a transport that does not confirm, oldest
@@ -530,6 +610,9 @@ func (in *installation) scanLanes(from []byte, want *lane) (left bool) {
 		// has nothing left in the store.
 		if from == nil || !in.backlog || bytes.Compare(from, in.cursor) <= 0 {
 			in.backlog, in.cursor = false, nil
+		}
+		if from == nil {
+			in.strayFailed = false // every failed send without a lane is queued
 		}
 		for _, l := range in.lanes {
 			if l.stored && !skipped[l] && (from == nil || (l.read != nil && bytes.Compare(from, l.read) <= 0)) {
