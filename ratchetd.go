@@ -107,8 +107,8 @@ type Options struct {
 	// oldest first.
 	MaxOutboxInflight int
 	// MaxOutboxAhead bounds, per peer identity, the sends published past
-	// the oldest one a confirming transport has not confirmed (256, kept
-	// below the ratchet limits and to half of MaxOutboxInflight): a peer
+	// the oldest one a confirming transport has not confirmed (256, or half
+	// of MaxOutboxInflight if less; kept below the ratchet limits): a peer
 	// keeps the key of an overtaken message only so long, so a refused
 	// send must not be overtaken without bound while it waits for its
 	// retry. After a failure a peer's sends are retried one at a time

@@ -98,8 +98,9 @@ type Config struct {
 	// §6.5). A send refused once (a node restarting, a timeout) and
 	// offered again after thousands of later ones had been confirmed would
 	// be undecryptable, confirmed as a duplicate, and lost. It is kept
-	// below the three limits of Ratchet, and to half of MaxOutboxInflight
-	// at most, so that one peer never holds every slot in flight.
+	// below the three limits of Ratchet. Left at zero it is also at most
+	// half of MaxOutboxInflight, so that one peer never holds every slot
+	// in flight.
 	MaxOutboxAhead int
 	// MaxAheadRefusals is how many times a message too far ahead of its
 	// chain (more than MaxSkip keys to skip) is refused as "not taken yet"
@@ -167,9 +168,9 @@ func (c Config) withDefaults() Config {
 	lim := c.Ratchet.WithDefaults()
 	ahead := min(int(lim.MaxSkip), lim.MaxMessageKeysPerSession, int(min(lim.MaxKeep, 1<<30)))
 	if c.MaxOutboxAhead <= 0 {
-		c.MaxOutboxAhead = DefaultMaxOutboxAhead
+		c.MaxOutboxAhead = min(DefaultMaxOutboxAhead, c.MaxOutboxInflight/2)
 	}
-	c.MaxOutboxAhead = max(1, min(c.MaxOutboxAhead, ahead-1, c.MaxOutboxInflight/2))
+	c.MaxOutboxAhead = max(1, min(c.MaxOutboxAhead, ahead-1))
 	if c.OutboxRetention <= 0 {
 		c.OutboxRetention = 7 * 24 * time.Hour
 	}

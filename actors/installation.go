@@ -87,6 +87,9 @@ type installation struct {
 	// the last pass over the whole outbox; sweptAt: when that pass began.
 	strayFailed bool
 	sweptAt     time.Time
+	// lateUntil: until then every timed pass reads the whole outbox (an
+	// outbox commit did not answer: lateCommit).
+	lateUntil time.Time
 	// outboxSeq orders the outbox records (their ids start with it).
 	outboxSeq uint64
 	// bundle is the last bundle the publisher signed, and when.
@@ -200,7 +203,7 @@ func (in *installation) start(ctx actor.Context) {
 	in.lanes = make(map[string]*lane)
 	in.windowed = make(map[string]*slot)
 	in.waiting, in.backlog, in.cursor, in.unsent, in.retrying = nil, false, nil, false, false
-	in.recoveredAt, in.strayFailed, in.sweptAt = time.Time{}, false, time.Time{}
+	in.recoveredAt, in.strayFailed, in.sweptAt, in.lateUntil = time.Time{}, false, time.Time{}, time.Time{}
 	in.devices = newRegistry(in.deps, in.id)
 	in.indexPreKeys()
 	// The publisher starts with the paired devices, so that it signs and

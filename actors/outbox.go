@@ -203,14 +203,16 @@ func (in *installation) publishOutbox(ctx actor.Context, c transport.Confirmer, 
 // lateCommit handles outbox records whose commit did not answer: they may
 // land later, below what their lanes have read, where passes take them
 // for confirmed ones. Their lanes forget what they read (a pass may then
-// publish a confirmed record again: the receiver drops the duplicate) and
-// a timed pass reads the outbox from the start.
+// publish a confirmed record again: the receiver drops the duplicate), and
+// timed passes read the whole outbox for a CommitTimeout: a record that
+// lands after a pass cleared its lane's stored mark is under no mark.
 func (in *installation) lateCommit(ctx actor.Context, envs []*messages.Envelope) {
 	for _, env := range envs {
 		if l := in.laneOf(env); l != nil {
 			l.read, l.stored = nil, true
 		}
 	}
+	in.lateUntil = in.deps.cfg.Clock().Add(in.deps.cfg.CommitTimeout)
 	in.scheduleRetry(ctx)
 }
 
@@ -363,21 +365,23 @@ func (in *installation) readOutbox(ctx actor.Context, fromStart bool) {
 		in.resend(ctx)
 		return
 	}
-	from := in.cursor
+	from, late := in.cursor, false
 	if fromStart {
 		from = nil
 		// At least one pass in sweepPasses reads the whole outbox even so,
 		// in case a record was left where no mark (a lane's stored, the
-		// backlog) says so.
+		// backlog) says so. After a commit that did not answer, every pass
+		// does, until it must have landed or failed (lateCommit).
 		now := in.deps.cfg.Clock()
-		if now.Sub(in.sweptAt) < sweepPasses*in.deps.cfg.OutboxRetryInterval && in.probeOnly() {
+		late = now.Before(in.lateUntil)
+		if !late && now.Sub(in.sweptAt) < sweepPasses*in.deps.cfg.OutboxRetryInterval && in.probeOnly() {
 			in.probeLanes(ctx)
 			in.pump(ctx)
 			return
 		}
 		in.sweptAt = now
 	}
-	if in.scanLanes(from, nil) {
+	if in.scanLanes(from, nil) || late {
 		in.scheduleRetry(ctx)
 	}
 	in.pump(ctx)
@@ -633,6 +637,9 @@ func (in *installation) scanLanes(from []byte, want *lane) (left bool) {
 		// once, and fail again).
 		in.deps.log.Warn("outbox scan failed", "err", err)
 		in.backlog, left = false, true
+		// What it did not read is under no mark now: the next timed pass
+		// reads the whole outbox, not only probes.
+		in.sweptAt = time.Time{}
 	}
 	return left || failed || len(skipped) > 0 || in.backlog
 }
