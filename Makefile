@@ -88,10 +88,12 @@ crash:
 	RATCHETD_CHAOS_RUNS=$(CRASH_RUNS) $(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./cmd/ratchetd/chaos | grep -E 'chaos:|^(ok|FAIL|---)'
 
 ## bench: the Go benchmarks of the crypto layer and of the engine (durable
-## against in-memory, in one run).
+## against in-memory, in one run), and the floors under the engine's own
+## costs: one actor message, and the store's writes of a pingpong message.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./crypto/...
 	$(GO) test -run '^$$' -bench EngineThroughput -benchmem -benchtime 4000x .
+	$(GO) test -run '^$$' -bench 'ActorHop|PingpongWrites' -benchtime 200000x -count 3 ./actors ./persistence
 
 ## sessions-memory: resident memory of an engine holding SESSIONS sessions.
 SESSIONS ?= 100000
