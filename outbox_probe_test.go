@@ -86,7 +86,7 @@ func TestOutboxHungPeerProbes(t *testing.T) {
 	defer w.Close()
 	var in byRecipient
 	eng, err := ratchetd.Open(ratchetd.Options{
-		Store: persistence.NewMemory(), Transport: w, OutboxRetryInterval: 30 * time.Millisecond,
+		Store: persistence.NewMemory(), Transport: w, OutboxRetryInterval: 30 * time.Millisecond, MaxOutboxBackoff: 30 * time.Millisecond,
 		MaxOutboxInflight: 32, MaxOutboxAhead: ahead, Handler: in.handle})
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +167,7 @@ func (s *outboxScans) Scan(prefix []byte, fn func(k, v []byte) error) error {
 // pass reads its probe by key; it does not scan the outbox, whose records
 // of that peer it could not send anyway. (Before, every retry pass, each
 // OutboxRetryInterval, read and decoded the whole outbox: with a peer down
-// for a day, millions of records every 2 s.) At least one pass in 15 still
+// for a day, millions of records every 2 s.) At least one pass in 150 still
 // reads everything.
 func TestOutboxProbeReadsNoBacklog(t *testing.T) {
 	const n = 300
@@ -176,7 +176,7 @@ func TestOutboxProbeReadsNoBacklog(t *testing.T) {
 	store := &outboxScans{Store: persistence.NewMemory()}
 	var in byRecipient
 	eng, err := ratchetd.Open(ratchetd.Options{
-		Store: store, Transport: w, OutboxRetryInterval: 20 * time.Millisecond,
+		Store: store, Transport: w, OutboxRetryInterval: 20 * time.Millisecond, MaxOutboxBackoff: 20 * time.Millisecond,
 		MaxOutboxInflight: 32, MaxOutboxAhead: 8, Handler: in.handle})
 	if err != nil {
 		t.Fatal(err)
@@ -207,9 +207,9 @@ func TestOutboxProbeReadsNoBacklog(t *testing.T) {
 	scans, from, start := store.n.Load(), retries(), time.Now()
 	waitUntil("more probes", func() bool { return retries() >= from+8 })
 	probes, scanned := retries()-from, store.n.Load()-scans
-	// A sweep every 15 passes (15×20 ms) may fall among them; more would be
-	// scans by the passes.
-	if sweeps := 1 + int64(time.Since(start)/(15*20*time.Millisecond)); scanned > sweeps {
+	// A sweep (at most every 150 passes) may fall among them; more would
+	// be scans by the passes.
+	if sweeps := 1 + int64(time.Since(start)/(150*20*time.Millisecond)); scanned > sweeps {
 		t.Fatalf("%d outbox scans during %d probes; want at most the sweeps, %d", scanned, probes, sweeps)
 	}
 	t.Logf("%d outbox scans during %d probes", scanned, probes)
@@ -218,4 +218,100 @@ func TestOutboxProbeReadsNoBacklog(t *testing.T) {
 		out, _, _ := eng.Pending()
 		return in.count(carolID) == n && out == 0
 	})
+}
+
+// TestOutboxProbeBacksOff: the wait between two probes of a peer that
+// stays down is OutboxRetryInterval five times, then doubles with each
+// failure, up to MaxOutboxBackoff; once the peer answers, the backlog
+// follows within that bound.
+func TestOutboxProbeBacksOff(t *testing.T) {
+	const n, interval, backoff = 20, 10 * time.Millisecond, 200 * time.Millisecond
+	w := newHungWatch(time.Millisecond)
+	defer w.Close()
+	var in byRecipient
+	eng, err := ratchetd.Open(ratchetd.Options{
+		Store: persistence.NewMemory(), Transport: w, OutboxRetryInterval: interval, MaxOutboxBackoff: backoff,
+		MaxOutboxInflight: 32, MaxOutboxAhead: 8, Handler: in.handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	alice, _, carol := aliceBobCarol(t, eng)
+	carolID := carol.Identity()
+	w.setHung(carolID, true)
+	for i := range n {
+		if _, err := alice.Send(carolID, fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	retries := func() int {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.retries[string(carolID[:])]
+	}
+	// Waits of 10 ms five times, 20, 40, 80, 160, then 200 ms: about 16
+	// probes in 1.5 s, where a probe every pass would be about 150. A slow
+	// machine only makes fewer.
+	time.Sleep(1500 * time.Millisecond)
+	if k := retries(); k > 22 || k < 2 {
+		t.Fatalf("%d probes in 1.5 s with waits doubling from %v to %v; want about 16", k, interval, backoff)
+	}
+	t.Logf("%d probes in 1.5 s", retries())
+	w.setHung(carolID, false)
+	for deadline := time.Now().Add(30 * time.Second); in.count(carolID) < n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("carol received %d of %d after she came back", in.count(carolID), n)
+		}
+	}
+}
+
+// TestOutboxPeerSeenEndsBackoff: a signed envelope from a peer whose lane
+// is backing off shows it is online: its probe goes at the next pass, not
+// at the end of its wait. The clock is frozen, so no wait ever ends by
+// itself.
+func TestOutboxPeerSeenEndsBackoff(t *testing.T) {
+	const n = 20
+	frozen := time.Now()
+	w := newHungWatch(time.Millisecond)
+	defer w.Close()
+	var in byRecipient
+	eng, err := ratchetd.Open(ratchetd.Options{
+		Store: persistence.NewMemory(), Transport: w, Clock: func() time.Time { return frozen },
+		OutboxRetryInterval: 10 * time.Millisecond, MaxOutboxInflight: 32, MaxOutboxAhead: 8, Handler: in.handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	alice, _, carol := aliceBobCarol(t, eng)
+	carolID := carol.Identity()
+	w.setHung(carolID, true)
+	for i := range n {
+		if _, err := alice.Send(carolID, fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		w.mu.Lock()
+		failed := w.failed[string(carolID[:])]
+		w.mu.Unlock()
+		if failed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no send to carol failed")
+		}
+	}
+	w.setHung(carolID, false)
+	time.Sleep(200 * time.Millisecond) // twenty passes: none may probe yet
+	if k := in.count(carolID); k != 0 {
+		t.Fatalf("carol received %d while alice's lane to her waits on a frozen clock", k)
+	}
+	if _, err := carol.Send(alice.Identity(), []byte("back")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); in.count(carolID) < n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("carol received %d of %d after she wrote to alice", in.count(carolID), n)
+		}
+	}
 }

@@ -102,6 +102,10 @@ type Options struct {
 	// OutboxRetryInterval is how long an installation waits before it
 	// offers unconfirmed or refused sends again (2 s).
 	OutboxRetryInterval time.Duration
+	// MaxOutboxBackoff bounds the wait between two offers to a peer whose
+	// sends keep failing (1 min): it is OutboxRetryInterval for the first
+	// five, then doubles with each failure; a message from the peer ends it.
+	MaxOutboxBackoff time.Duration
 	// MaxOutboxInflight bounds the sends of one installation published and
 	// not yet confirmed by a confirming transport (1024); the others wait,
 	// oldest first.
@@ -191,6 +195,7 @@ func Open(o Options) (*Engine, error) {
 		RequestTimeout:        o.RequestTimeout,
 		SessionIdleTimeout:    o.SessionIdleTimeout,
 		OutboxRetryInterval:   o.OutboxRetryInterval,
+		MaxOutboxBackoff:      o.MaxOutboxBackoff,
 		MaxOutboxInflight:     o.MaxOutboxInflight,
 		MaxOutboxAhead:        o.MaxOutboxAhead,
 		Clock:                 o.Clock,

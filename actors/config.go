@@ -58,6 +58,9 @@ const (
 	// DefaultMaxOutboxAhead: a quarter of Status's MaxSkip, well under its
 	// MaxMessageKeysPerSession (2000) and MaxKeep (3000).
 	DefaultMaxOutboxAhead = 256
+	// DefaultMaxOutboxBackoff: a peer that stays offline is probed once a
+	// minute.
+	DefaultMaxOutboxBackoff = time.Minute
 )
 
 // Config holds the engine's limits and injected dependencies. Zero fields
@@ -82,6 +85,13 @@ type Config struct {
 	// OutboxRetryInterval is how long an installation waits before it
 	// publishes unconfirmed outbox envelopes again (2 s).
 	OutboxRetryInterval time.Duration
+	// MaxOutboxBackoff bounds how long a peer whose sends keep failing
+	// waits between two probes (DefaultMaxOutboxBackoff): the wait is
+	// OutboxRetryInterval for the first five, then doubles with each
+	// failed probe, so that peers that stay offline cost a publish a minute
+	// each, not one every retry pass. A signed envelope from the peer ends
+	// the wait.
+	MaxOutboxBackoff time.Duration
 	// MaxOutboxInflight bounds the outbox envelopes of one installation
 	// published and not yet confirmed (DefaultMaxOutboxInflight); the rest
 	// wait in creation order. It bounds the work in flight; what keeps a
@@ -159,6 +169,10 @@ func (c Config) withDefaults() Config {
 	if c.OutboxRetryInterval <= 0 {
 		c.OutboxRetryInterval = 2 * time.Second
 	}
+	if c.MaxOutboxBackoff <= 0 {
+		c.MaxOutboxBackoff = DefaultMaxOutboxBackoff
+	}
+	c.MaxOutboxBackoff = max(c.MaxOutboxBackoff, c.OutboxRetryInterval)
 	if c.MaxAheadRefusals <= 0 {
 		c.MaxAheadRefusals = DefaultMaxAheadRefusals
 	}

@@ -333,6 +333,7 @@ func (in *installation) receive(ctx actor.Context, env *messages.IncomingEnvelop
 		ctx.Respond(&messages.Processed{Error: messages.ErrorCode_MALFORMED})
 		return
 	}
+	in.peerSeen(ctx, sender)
 	public := len(env.Recipient) == 0
 	if !public && !bytes.Equal(env.Recipient, in.identity.Public[:]) {
 		ctx.Respond(&messages.Processed{}) // another identity on the same partition topic

@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ratchetd/ratchetd/crypto/keys"
 	"github.com/ratchetd/ratchetd/messages"
 	"github.com/ratchetd/ratchetd/persistence"
 	"github.com/ratchetd/ratchetd/transport"
@@ -67,6 +68,41 @@ type lane struct {
 	// its other sends stay where they are until a confirmation ends it.
 	failing bool
 	probe   string
+	// fails counts the failed probes since the last confirmation (the
+	// first failure included); the next probe waits until probeAt.
+	fails   int
+	probeAt time.Time
+}
+
+// peerSeen: identity signed an envelope that just arrived, so it is
+// online: its lane, if it is backing off, offers its probe at the next
+// pass instead of at the end of its wait.
+func (in *installation) peerSeen(ctx actor.Context, identity keys.PublicKey) {
+	if l := in.lanes[string(identity[:])]; l != nil && l.failing && !l.due(in.deps.cfg.Clock()) {
+		l.probeAt = time.Time{}
+		in.scheduleRetry(ctx)
+	}
+}
+
+// due reports whether a failing lane may offer its probe at now.
+func (l *lane) due(now time.Time) bool { return !now.Before(l.probeAt) }
+
+// flatProbes: the first probes of a failing lane follow each other at
+// OutboxRetryInterval (10 s by default: a node restarting, topic
+// announcements still spreading); after them each wait doubles.
+const flatProbes = 5
+
+// failed records a failed send of l: the first failure, or a failed probe,
+// sets the wait before the next probe: OutboxRetryInterval for the first
+// flatProbes, then doubling, up to MaxOutboxBackoff.
+func (in *installation) failed(l *lane, probe bool, now time.Time) {
+	if l.failing && !probe {
+		return // the rest of a window published before the first failure
+	}
+	l.failing = true
+	l.fails++
+	wait := in.deps.cfg.OutboxRetryInterval << min(max(l.fails-flatProbes, 0), 20)
+	l.probeAt = now.Add(min(wait, in.deps.cfg.MaxOutboxBackoff))
 }
 
 // slot is one published send of a lane.
@@ -305,24 +341,25 @@ func (in *installation) outboxResult(ctx actor.Context, r *messages.OutboxResult
 	delete(in.inflight, string(r.Id))
 	s := in.windowed[string(r.Id)]
 	var l *lane
+	probe := false
 	if s != nil {
 		s.inflight, l = false, s.lane
 		if l.probe == s.id {
-			l.probe = ""
+			l.probe, probe = "", true
 		}
 	}
 	recovered := false
 	if r.Error == "" {
 		in.deps.commitLater([]persistence.Write{{Key: persistence.OutboxKey(in.id, r.Id), Delete: true}})
 		if s != nil {
-			recovered, l.failing = l.failing, false
+			recovered, l.failing, l.fails = l.failing, false, 0
 			s.confirmed = true
 			in.advance(l)
 		}
 	} else {
 		in.deps.log.Debug("outbox envelope not confirmed; will retry", "installation", in.id, "err", r.Error)
 		if l != nil {
-			l.failing = true
+			in.failed(l, probe, in.deps.cfg.Clock())
 		} else {
 			in.strayFailed = true // a pass over the whole outbox offers it again
 		}
@@ -388,8 +425,8 @@ func (in *installation) readOutbox(ctx actor.Context, fromStart bool) {
 }
 
 // sweepPasses: a timed pass reads the whole outbox at least once in this
-// many OutboxRetryIntervals (30 s by default).
-const sweepPasses = 15
+// many OutboxRetryIntervals (5 min by default).
+const sweepPasses = 150
 
 // probeOnly reports whether a pass from the start has nothing to offer but
 // the probes of failing lanes, which are read by their keys: no lane that
@@ -420,11 +457,17 @@ func (in *installation) probeOnly() bool {
 	return true
 }
 
-// probeLanes queues the probe of each failing lane that has none out: its
-// oldest unconfirmed send, read by its key. One that expired, or is gone,
-// leaves the window, and the next one is the probe.
+// probeLanes queues the probe of each failing lane that has none out and
+// whose wait is over: its oldest unconfirmed send, read by its key. One
+// that expired, or is gone, leaves the window, and the next one is the
+// probe.
 func (in *installation) probeLanes(ctx actor.Context) {
+	now := in.deps.cfg.Clock()
 	for _, l := range in.lanes {
+		if l.failing && !l.due(now) {
+			in.scheduleRetry(ctx) // backing off: a later pass offers it
+			continue
+		}
 		for l.failing && l.probe == "" && l.size() > 0 {
 			s := l.window[l.head]
 			if s.inflight || in.queued[s.id] {
@@ -547,6 +590,7 @@ func (in *installation) scanLanes(from []byte, want *lane) (left bool) {
 	prefix := persistence.OutboxPrefix(in.id)
 	skipped := map[*lane]bool{}
 	failed := false // a failed send held back behind its failing lane's probe
+	now := in.deps.cfg.Clock()
 	var last []byte
 	err := in.deps.store.Scan(prefix, func(k, v []byte) error {
 		if from != nil && bytes.Compare(k, from) <= 0 {
@@ -571,8 +615,9 @@ func (in *installation) scanLanes(from []byte, want *lane) (left bool) {
 		}
 		if s != nil {
 			if l := s.lane; !s.confirmed && l.failing {
-				// A failing lane retries its oldest send alone.
-				if l.probe != "" || l.window[l.head] != s {
+				// A failing lane retries its oldest send alone, once its
+				// wait is over.
+				if l.probe != "" || l.window[l.head] != s || !l.due(now) {
 					failed = true
 					return nil
 				}
@@ -593,7 +638,7 @@ func (in *installation) scanLanes(from []byte, want *lane) (left bool) {
 			// failing lane takes a new one only as its probe, when it has
 			// nothing published left to retry.
 			behind := l.stored && from != nil && (l.read == nil || bytes.Compare(from, l.read) > 0)
-			probe := l.failing && l.probe == "" && l.size() == 0 && l.queuedNew == 0
+			probe := l.failing && l.probe == "" && l.size() == 0 && l.queuedNew == 0 && l.due(now)
 			if skipped[l] || behind || l.room(ahead) <= 0 || (l.failing && !probe) {
 				l.stored, skipped[l] = true, true
 				return nil
