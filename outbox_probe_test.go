@@ -163,6 +163,74 @@ func (s *outboxScans) Scan(prefix []byte, fn func(k, v []byte) error) error {
 	return s.Store.Scan(prefix, fn)
 }
 
+// hungRig is an engine on a hungWatch whose alice sent n messages to
+// carol while carol hangs.
+type hungRig struct {
+	t            *testing.T
+	w            *hungWatch
+	eng          *ratchetd.Engine
+	alice, carol *ratchetd.Account
+	in           byRecipient
+	n            int
+}
+
+// newHungRig opens an engine with o (Store, Transport and Handler are
+// set here; Store only if o has none) and sends n messages to a hung carol.
+func newHungRig(t *testing.T, hang time.Duration, o ratchetd.Options, n int) *hungRig {
+	t.Helper()
+	r := &hungRig{t: t, w: newHungWatch(hang), n: n}
+	t.Cleanup(func() { r.w.Close() })
+	if o.Store == nil {
+		o.Store = persistence.NewMemory()
+	}
+	o.Transport, o.Handler = r.w, r.in.handle
+	o.MaxOutboxInflight, o.MaxOutboxAhead = 32, 8
+	eng, err := ratchetd.Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	r.eng = eng
+	r.alice, _, r.carol = aliceBobCarol(t, eng)
+	r.w.setHung(r.carol.Identity(), true)
+	for i := range n {
+		if _, err := r.alice.Send(r.carol.Identity(), fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+// retries counts carol's publications after one of hers failed.
+func (r *hungRig) retries() int {
+	id := r.carol.Identity()
+	r.w.mu.Lock()
+	defer r.w.mu.Unlock()
+	return r.w.retries[string(id[:])]
+}
+
+func (r *hungRig) received() int { return r.in.count(r.carol.Identity()) }
+
+// waitUntil fails the test if cond does not hold within 30 s.
+func (r *hungRig) waitUntil(what string, cond func() bool) {
+	r.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%s: carol has %d of %d, %d retries", what, r.received(), r.n, r.retries())
+		}
+	}
+}
+
+// back lets carol answer and waits for her whole backlog.
+func (r *hungRig) back() {
+	r.t.Helper()
+	r.w.setHung(r.carol.Identity(), false)
+	r.waitUntil("carol's backlog", func() bool {
+		out, _, _ := r.eng.Pending()
+		return r.received() == r.n && out == 0
+	})
+}
+
 // TestOutboxProbeReadsNoBacklog: while a peer hangs with a backlog, a retry
 // pass reads its probe by key; it does not scan the outbox, whose records
 // of that peer it could not send anyway. (Before, every retry pass, each
@@ -170,54 +238,20 @@ func (s *outboxScans) Scan(prefix []byte, fn func(k, v []byte) error) error {
 // for a day, millions of records every 2 s.) At least one pass in 150 still
 // reads everything.
 func TestOutboxProbeReadsNoBacklog(t *testing.T) {
-	const n = 300
-	w := newHungWatch(40 * time.Millisecond)
-	defer w.Close()
 	store := &outboxScans{Store: persistence.NewMemory()}
-	var in byRecipient
-	eng, err := ratchetd.Open(ratchetd.Options{
-		Store: store, Transport: w, OutboxRetryInterval: 20 * time.Millisecond, MaxOutboxBackoff: 20 * time.Millisecond,
-		MaxOutboxInflight: 32, MaxOutboxAhead: 8, Handler: in.handle})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	alice, _, carol := aliceBobCarol(t, eng)
-	carolID := carol.Identity()
-	w.setHung(carolID, true)
-	for i := range n {
-		if _, err := alice.Send(carolID, fmt.Appendf(nil, "m%d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	retries := func() int {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return w.retries[string(carolID[:])]
-	}
-	waitUntil := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: carol has %d of %d, %d retries", what, in.count(carolID), n, retries())
-			}
-		}
-	}
-	waitUntil("carol probed", func() bool { return retries() >= 2 })
-	scans, from, start := store.n.Load(), retries(), time.Now()
-	waitUntil("more probes", func() bool { return retries() >= from+8 })
-	probes, scanned := retries()-from, store.n.Load()-scans
+	r := newHungRig(t, 40*time.Millisecond, ratchetd.Options{Store: store,
+		OutboxRetryInterval: 20 * time.Millisecond, MaxOutboxBackoff: 20 * time.Millisecond}, 300)
+	r.waitUntil("carol probed", func() bool { return r.retries() >= 2 })
+	scans, from, start := store.n.Load(), r.retries(), time.Now()
+	r.waitUntil("more probes", func() bool { return r.retries() >= from+8 })
+	probes, scanned := r.retries()-from, store.n.Load()-scans
 	// A sweep (at most every 150 passes) may fall among them; more would
 	// be scans by the passes.
 	if sweeps := 1 + int64(time.Since(start)/(150*20*time.Millisecond)); scanned > sweeps {
 		t.Fatalf("%d outbox scans during %d probes; want at most the sweeps, %d", scanned, probes, sweeps)
 	}
 	t.Logf("%d outbox scans during %d probes", scanned, probes)
-	w.setHung(carolID, false)
-	waitUntil("carol's backlog", func() bool {
-		out, _, _ := eng.Pending()
-		return in.count(carolID) == n && out == 0
-	})
+	r.back()
 }
 
 // TestOutboxProbeBacksOff: the wait between two probes of a peer that
@@ -225,44 +259,17 @@ func TestOutboxProbeReadsNoBacklog(t *testing.T) {
 // failure, up to MaxOutboxBackoff; once the peer answers, the backlog
 // follows within that bound.
 func TestOutboxProbeBacksOff(t *testing.T) {
-	const n, interval, backoff = 20, 10 * time.Millisecond, 200 * time.Millisecond
-	w := newHungWatch(time.Millisecond)
-	defer w.Close()
-	var in byRecipient
-	eng, err := ratchetd.Open(ratchetd.Options{
-		Store: persistence.NewMemory(), Transport: w, OutboxRetryInterval: interval, MaxOutboxBackoff: backoff,
-		MaxOutboxInflight: 32, MaxOutboxAhead: 8, Handler: in.handle})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	alice, _, carol := aliceBobCarol(t, eng)
-	carolID := carol.Identity()
-	w.setHung(carolID, true)
-	for i := range n {
-		if _, err := alice.Send(carolID, fmt.Appendf(nil, "m%d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	retries := func() int {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return w.retries[string(carolID[:])]
-	}
+	const interval, backoff = 10 * time.Millisecond, 200 * time.Millisecond
+	r := newHungRig(t, time.Millisecond, ratchetd.Options{OutboxRetryInterval: interval, MaxOutboxBackoff: backoff}, 20)
 	// Waits of 10 ms five times, 20, 40, 80, 160, then 200 ms: about 16
 	// probes in 1.5 s, where a probe every pass would be about 150. A slow
 	// machine only makes fewer.
 	time.Sleep(1500 * time.Millisecond)
-	if k := retries(); k > 22 || k < 2 {
+	if k := r.retries(); k > 22 || k < 2 {
 		t.Fatalf("%d probes in 1.5 s with waits doubling from %v to %v; want about 16", k, interval, backoff)
 	}
-	t.Logf("%d probes in 1.5 s", retries())
-	w.setHung(carolID, false)
-	for deadline := time.Now().Add(30 * time.Second); in.count(carolID) < n; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("carol received %d of %d after she came back", in.count(carolID), n)
-		}
-	}
+	t.Logf("%d probes in 1.5 s", r.retries())
+	r.back()
 }
 
 // TestOutboxPeerSeenEndsBackoff: a signed envelope from a peer whose lane
@@ -270,48 +277,22 @@ func TestOutboxProbeBacksOff(t *testing.T) {
 // at the end of its wait. The clock is frozen, so no wait ever ends by
 // itself.
 func TestOutboxPeerSeenEndsBackoff(t *testing.T) {
-	const n = 20
 	frozen := time.Now()
-	w := newHungWatch(time.Millisecond)
-	defer w.Close()
-	var in byRecipient
-	eng, err := ratchetd.Open(ratchetd.Options{
-		Store: persistence.NewMemory(), Transport: w, Clock: func() time.Time { return frozen },
-		OutboxRetryInterval: 10 * time.Millisecond, MaxOutboxInflight: 32, MaxOutboxAhead: 8, Handler: in.handle})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	alice, _, carol := aliceBobCarol(t, eng)
-	carolID := carol.Identity()
-	w.setHung(carolID, true)
-	for i := range n {
-		if _, err := alice.Send(carolID, fmt.Appendf(nil, "m%d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		w.mu.Lock()
-		failed := w.failed[string(carolID[:])]
-		w.mu.Unlock()
-		if failed {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no send to carol failed")
-		}
-	}
-	w.setHung(carolID, false)
+	r := newHungRig(t, time.Millisecond, ratchetd.Options{Clock: func() time.Time { return frozen },
+		OutboxRetryInterval: 10 * time.Millisecond}, 20)
+	carolID := r.carol.Identity()
+	r.waitUntil("a send to carol failing", func() bool {
+		r.w.mu.Lock()
+		defer r.w.mu.Unlock()
+		return r.w.failed[string(carolID[:])]
+	})
+	r.w.setHung(carolID, false)
 	time.Sleep(200 * time.Millisecond) // twenty passes: none may probe yet
-	if k := in.count(carolID); k != 0 {
+	if k := r.received(); k != 0 {
 		t.Fatalf("carol received %d while alice's lane to her waits on a frozen clock", k)
 	}
-	if _, err := carol.Send(alice.Identity(), []byte("back")); err != nil {
+	if _, err := r.carol.Send(r.alice.Identity(), []byte("back")); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); in.count(carolID) < n; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("carol received %d of %d after she wrote to alice", in.count(carolID), n)
-		}
-	}
+	r.waitUntil("carol's backlog after she wrote to alice", func() bool { return r.received() == r.n })
 }
