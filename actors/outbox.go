@@ -69,26 +69,41 @@ type lane struct {
 	failing bool
 	probe   string
 	// fails counts the failed probes since the last confirmation (the
-	// first failure included); the next probe waits until probeAt.
+	// first failure included); the next probe waits until probeAt. seen:
+	// the peer sent us something while a probe was out, so that probe's
+	// failure does not make the next one wait.
 	fails   int
 	probeAt time.Time
+	seen    bool
 }
 
 // peerSeen: identity signed an envelope that just arrived, so it is
 // online: its lane, if it is backing off, offers its probe at the next
-// pass instead of at the end of its wait.
+// pass instead of at the end of its wait, and a probe already out that
+// fails does not make the next one wait. Our own identity's envelopes
+// (our other devices, our own echoes) say nothing of that lane's
+// receivers.
 func (in *installation) peerSeen(ctx actor.Context, identity keys.PublicKey) {
-	if l := in.lanes[string(identity[:])]; l != nil && l.failing && !l.due(in.deps.cfg.Clock()) {
-		l.probeAt = time.Time{}
-		in.scheduleRetry(ctx)
+	l := in.lanes[string(identity[:])]
+	if l == nil || !l.failing || identity == in.identity.Public {
+		return
 	}
+	if l.due(in.deps.cfg.Clock(), in.deps.cfg.MaxOutboxBackoff) {
+		l.seen = true // its probe is out, or about to be
+		return
+	}
+	l.probeAt = time.Time{}
+	in.scheduleRetry(ctx)
 }
 
-// due reports whether a failing lane may offer its probe at now.
-func (l *lane) due(now time.Time) bool { return !now.Before(l.probeAt) }
+// due reports whether a failing lane may offer its probe at now. A wait
+// longer than max is over: the clock went back since it was set.
+func (l *lane) due(now time.Time, max time.Duration) bool {
+	return !now.Before(l.probeAt) || l.probeAt.Sub(now) > max
+}
 
 // flatProbes: the first probes of a failing lane follow each other at
-// OutboxRetryInterval (10 s by default: a node restarting, topic
+// OutboxRetryInterval (10 s of them by default: a node restarting, topic
 // announcements still spreading); after them each wait doubles.
 const flatProbes = 5
 
@@ -100,6 +115,12 @@ func (in *installation) failed(l *lane, probe bool, now time.Time) {
 		return // the rest of a window published before the first failure
 	}
 	l.failing = true
+	if probe && l.seen {
+		// The peer wrote to us while this probe was out: try again at
+		// the next pass.
+		l.seen, l.probeAt = false, time.Time{}
+		return
+	}
 	l.fails++
 	wait := in.deps.cfg.OutboxRetryInterval << min(max(l.fails-flatProbes, 0), 20)
 	l.probeAt = now.Add(min(wait, in.deps.cfg.MaxOutboxBackoff))
@@ -352,7 +373,7 @@ func (in *installation) outboxResult(ctx actor.Context, r *messages.OutboxResult
 	if r.Error == "" {
 		in.deps.commitLater([]persistence.Write{{Key: persistence.OutboxKey(in.id, r.Id), Delete: true}})
 		if s != nil {
-			recovered, l.failing, l.fails = l.failing, false, 0
+			recovered, l.failing, l.fails, l.seen = l.failing, false, 0, false
 			s.confirmed = true
 			in.advance(l)
 		}
@@ -464,7 +485,7 @@ func (in *installation) probeOnly() bool {
 func (in *installation) probeLanes(ctx actor.Context) {
 	now := in.deps.cfg.Clock()
 	for _, l := range in.lanes {
-		if l.failing && !l.due(now) {
+		if l.failing && !l.due(now, in.deps.cfg.MaxOutboxBackoff) {
 			in.scheduleRetry(ctx) // backing off: a later pass offers it
 			continue
 		}
@@ -617,7 +638,7 @@ func (in *installation) scanLanes(from []byte, want *lane) (left bool) {
 			if l := s.lane; !s.confirmed && l.failing {
 				// A failing lane retries its oldest send alone, once its
 				// wait is over.
-				if l.probe != "" || l.window[l.head] != s || !l.due(now) {
+				if l.probe != "" || l.window[l.head] != s || !l.due(now, in.deps.cfg.MaxOutboxBackoff) {
 					failed = true
 					return nil
 				}
@@ -638,7 +659,7 @@ func (in *installation) scanLanes(from []byte, want *lane) (left bool) {
 			// failing lane takes a new one only as its probe, when it has
 			// nothing published left to retry.
 			behind := l.stored && from != nil && (l.read == nil || bytes.Compare(from, l.read) > 0)
-			probe := l.failing && l.probe == "" && l.size() == 0 && l.queuedNew == 0 && l.due(now)
+			probe := l.failing && l.probe == "" && l.size() == 0 && l.queuedNew == 0 && l.due(now, in.deps.cfg.MaxOutboxBackoff)
 			if skipped[l] || behind || l.room(ahead) <= 0 || (l.failing && !probe) {
 				l.stored, skipped[l] = true, true
 				return nil
