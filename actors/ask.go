@@ -136,7 +136,11 @@ func (a *asks) sweep(ctx actor.Context, timeout time.Duration) {
 	}
 }
 
-// release removes every slot from the registry (the Installation stopped).
+// release removes every slot from the registry (the Installation stopped,
+// or restarts after a panic) and fails the pending asks at once with
+// ErrClosed, as a sweep fails overdue ones: their replies would never be
+// seen, and what waits on them (a transport's delivery, which a node's
+// Close waits for; a Send) would wait for RequestTimeout.
 func (a *asks) release(ctx actor.Context) {
 	reg := ctx.ActorSystem().ProcessRegistry
 	for s := range a.pending {
@@ -145,5 +149,9 @@ func (a *asks) release(ctx actor.Context) {
 	for _, s := range a.free {
 		reg.Remove(s.pid)
 	}
+	pending := a.pending
 	a.pending, a.free = nil, nil
+	for _, p := range pending {
+		p.cont(nil, ErrClosed)
+	}
 }

@@ -135,3 +135,33 @@ func TestAsksRouteRepliesAndTimeOut(t *testing.T) {
 	go func() { defer wg.Done(); _ = sys.Root.StopFuture(k).Wait() }()
 	wg.Wait()
 }
+
+// TestAsksReleaseFailsPending: an asker that stops with asks pending fails
+// them at once (ErrClosed) instead of leaving them to wait for a reply
+// nobody will see: a transport's delivery waited on one for RequestTimeout,
+// and a node's Close with it (a graceful stop of serve under load took
+// 5 s, the node's DeliverTimeout).
+func TestAsksReleaseFailsPending(t *testing.T) {
+	sys := actor.NewActorSystem()
+	echo := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &echoer{drop: map[int]bool{1: true, 2: true}} }))
+	out := make(chan outcome, 10)
+	k := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &asker{echo: echo, timeout: time.Hour, out: out} }))
+	sys.Root.Send(k, 1)
+	sys.Root.Send(k, 2)
+	q := slotsQuery{make(chan int, 1)}
+	sys.Root.Send(k, q)
+	if n := <-q.reply; n != 2 {
+		t.Fatalf("%d slots in use, want the 2 unanswered asks", n)
+	}
+	_ = sys.Root.StopFuture(k).Wait()
+	for range 2 {
+		select {
+		case o := <-out:
+			if o.err != ErrClosed {
+				t.Fatalf("ask %d ended with %v, want ErrClosed", o.asked, o.err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a pending ask was not failed when its asker stopped")
+		}
+	}
+}

@@ -298,7 +298,7 @@ type Engine struct {
 	deps   *deps
 	system *actor.ActorSystem
 
-	mu            sync.Mutex
+	mu            sync.RWMutex
 	installations map[string]*hosted
 	closed        bool
 	creating      sync.WaitGroup // CreateInstallation calls committing their record
@@ -496,7 +496,17 @@ func (e *Engine) gateway(pid *actor.PID) transport.Handler {
 		if !d.Recipient.IsZero() {
 			env.Recipient = d.Recipient[:]
 		}
+		// Sent under the read lock, so that it is queued either before
+		// Quiesce's poison pill (and answered) or not at all: behind the
+		// pill it would wait for RequestTimeout, and the transport's
+		// Close with it.
+		e.mu.RLock()
+		if e.closed {
+			e.mu.RUnlock()
+			return ErrClosed // not taken: the sender keeps it
+		}
 		f := e.system.Root.RequestFuture(pid, env, e.deps.cfg.RequestTimeout)
+		e.mu.RUnlock()
 		if d.Taken != nil {
 			// In the installation's mailbox (RequestFuture queues it
 			// before it returns): the subscription's next delivery queues

@@ -100,7 +100,10 @@ func TestReviewSigtermUnderLoadLosesMessages(t *testing.T) {
 	}
 	time.Sleep(1000 * time.Millisecond)
 	b.term() // graceful stop in the middle of the load
-	time.Sleep(300 * time.Millisecond)
+	// The load goes on while b is down, so that b comes back to a backlog.
+	// (Until b's stop stopped failing its pending deliveries at once, that
+	// stop took 5 s under load, and a's backlog grew to about 20 000.)
+	time.Sleep(2 * time.Second)
 	close(stop)
 	wg.Wait()
 	b.start()
