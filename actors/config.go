@@ -97,7 +97,7 @@ type Config struct {
 	// wait in creation order. It bounds the work in flight; what keeps a
 	// peer's sends nearly in order (no gap near MaxSkip, no skipped key
 	// evicted, a refused send retried before it is too late) is its lane's
-	// window, MaxOutboxAhead, which is kept to half of it at most.
+	// window, MaxOutboxAhead, by default at most half of it.
 	MaxOutboxInflight int
 	// MaxOutboxAhead bounds, per recipient identity, how many of its sends
 	// may be published past the oldest one not yet confirmed
