@@ -37,49 +37,62 @@ func (f *failingPublish) Publish(env *messages.Envelope) error {
 // outbox pass reads a few windows at a time and goes on until the end).
 // (Found by review: only the first 1 024 left.)
 func TestNonConfirmingOutboxBacklog(t *testing.T) {
-	tr := &failingPublish{Memory: transport.NewMemory(transport.MemoryOptions{})}
-	defer tr.Close()
-	var mu sync.Mutex
-	got := map[string]bool{}
-	eng, err := ratchetd.Open(ratchetd.Options{Store: persistence.NewMemory(), Transport: tr, OutboxRetryInterval: 200 * time.Millisecond, Handler: func(m ratchetd.Message) {
-		mu.Lock()
-		got[string(m.Payload)] = true
-		mu.Unlock()
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	alice, _ := eng.CreateAccount()
-	bob, _ := eng.CreateAccount()
-	introduce(t, alice, bob)
-	introduce(t, bob, alice)
-	tr.fail.Store(true)
+	r := newRefusing(t, persistence.NewMemory())
+	r.tr.fail.Store(true)
 	const n = 1500
 	for i := range n {
 		// Accepted, not an error: kept in the outbox.
-		rep, err := alice.Send(bob.Identity(), []byte(fmt.Sprintf("m%d", i)))
+		rep, err := r.alice.Send(r.bob.Identity(), []byte(fmt.Sprintf("m%d", i)))
 		if err != nil || rep.Envelopes != 1 || rep.Queued != 1 {
 			t.Fatalf("send %d while the transport refuses: %+v, %v; want 1 envelope, queued, no error", i, rep, err)
 		}
 	}
-	if out, _, _ := eng.Pending(); out != n {
+	if out, _, _ := r.eng.Pending(); out != n {
 		t.Fatalf("outbox holds %d records after %d failed publishes", out, n)
 	}
-	tr.fail.Store(false)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		mu.Lock()
-		k := len(got)
-		mu.Unlock()
-		out, _, _ := eng.Pending()
+	r.tr.fail.Store(false)
+	r.drained(n, 30*time.Second)
+}
+
+// refusing is an engine on a failingPublish transport with alice and bob
+// introduced; what bob receives is counted.
+type refusing struct {
+	t          *testing.T
+	tr         *failingPublish
+	eng        *ratchetd.Engine
+	alice, bob *ratchetd.Account
+	in         byRecipient
+}
+
+func newRefusing(t *testing.T, store persistence.Store) *refusing {
+	t.Helper()
+	r := &refusing{t: t, tr: &failingPublish{Memory: transport.NewMemory(transport.MemoryOptions{})}}
+	t.Cleanup(func() { r.tr.Close() })
+	eng, err := ratchetd.Open(ratchetd.Options{Store: store, Transport: r.tr, OutboxRetryInterval: 200 * time.Millisecond, Handler: r.in.handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	r.eng = eng
+	r.alice, _ = eng.CreateAccount()
+	r.bob, _ = eng.CreateAccount()
+	introduce(t, r.alice, r.bob)
+	introduce(t, r.bob, r.alice)
+	return r
+}
+
+// drained waits until bob received n messages and alice's outbox is empty.
+func (r *refusing) drained(n int, within time.Duration) {
+	r.t.Helper()
+	for deadline := time.Now().Add(within); ; time.Sleep(20 * time.Millisecond) {
+		k := r.in.count(r.bob.Identity())
+		out, _, _ := r.eng.Pending()
 		if k == n && out == 0 {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("outbox holds %d records; bob received %d of %d", out, k, n)
+			r.t.Fatalf("bob received %d of %d; outbox holds %d", k, n, out)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -397,46 +410,17 @@ func (s *scanFails) Scan(prefix []byte, fn func(k, v []byte) error) error {
 // publishes everything. (The first version of the ordered outbox took a
 // failed scan for an empty outbox: the sends it held were never published.)
 func TestNonConfirmingOutboxScanError(t *testing.T) {
-	tr := &failingPublish{Memory: transport.NewMemory(transport.MemoryOptions{})}
-	defer tr.Close()
 	store := &scanFails{Store: persistence.NewMemory()}
-	var mu sync.Mutex
-	got := map[string]bool{}
-	eng, err := ratchetd.Open(ratchetd.Options{Store: store, Transport: tr, OutboxRetryInterval: 200 * time.Millisecond, Handler: func(m ratchetd.Message) {
-		mu.Lock()
-		got[string(m.Payload)] = true
-		mu.Unlock()
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	alice, _ := eng.CreateAccount()
-	bob, _ := eng.CreateAccount()
-	introduce(t, alice, bob)
-	introduce(t, bob, alice)
-	tr.fail.Store(true)
+	r := newRefusing(t, store)
+	r.tr.fail.Store(true)
 	const n = 60
 	for i := range n / 2 {
-		alice.Send(bob.Identity(), []byte(fmt.Sprintf("m%d", i))) // kept in the outbox
+		r.alice.Send(r.bob.Identity(), []byte(fmt.Sprintf("m%d", i))) // kept in the outbox
 	}
 	store.next.Store(1) // the first pass fails to read the outbox
-	tr.fail.Store(false)
+	r.tr.fail.Store(false)
 	for i := n / 2; i < n; i++ {
-		alice.Send(bob.Identity(), []byte(fmt.Sprintf("m%d", i))) // behind the others
+		r.alice.Send(r.bob.Identity(), []byte(fmt.Sprintf("m%d", i))) // behind the others
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		mu.Lock()
-		k := len(got)
-		mu.Unlock()
-		if out, _, _ := eng.Pending(); k == n && out == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			out, _, _ := eng.Pending()
-			t.Fatalf("bob received %d of %d; outbox holds %d", k, n, out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	r.drained(n, 10*time.Second)
 }

@@ -610,7 +610,7 @@ func (in *installation) scanLanes(from []byte, want *lane) (left bool) {
 	ahead, limit := in.deps.cfg.MaxOutboxAhead, 4*in.deps.cfg.MaxOutboxInflight
 	prefix := persistence.OutboxPrefix(in.id)
 	skipped := map[*lane]bool{}
-	failed := false // a failed send held back behind its failing lane's probe
+	heldBack := false // a failed send held back behind its failing lane's probe
 	now := in.deps.cfg.Clock()
 	var last []byte
 	err := in.deps.store.Scan(prefix, func(k, v []byte) error {
@@ -639,7 +639,7 @@ func (in *installation) scanLanes(from []byte, want *lane) (left bool) {
 				// A failing lane retries its oldest send alone, once its
 				// wait is over.
 				if l.probe != "" || l.window[l.head] != s || !l.due(now, in.deps.cfg.MaxOutboxBackoff) {
-					failed = true
+					heldBack = true
 					return nil
 				}
 				l.probe = s.id
@@ -707,7 +707,7 @@ func (in *installation) scanLanes(from []byte, want *lane) (left bool) {
 		// reads the whole outbox, not only probes.
 		in.sweptAt = time.Time{}
 	}
-	return left || failed || len(skipped) > 0 || in.backlog
+	return left || heldBack || len(skipped) > 0 || in.backlog
 }
 
 // restoreOutboxSeq sets the outbox sequence past every stored record, so
