@@ -63,6 +63,8 @@ type proc struct {
 	dir, listen, api string
 	peers            []string
 	cmd              *exec.Cmd
+	exited           chan struct{} // closed once cmd has exited (waitErr set)
+	waitErr          error
 	conn             *grpc.ClientConn
 	c                messages.RatchetdClient
 }
@@ -75,6 +77,9 @@ func (p *proc) start() {
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
+	exited := make(chan struct{})
+	p.exited = exited
+	go func(c *exec.Cmd) { p.waitErr = c.Wait(); close(exited) }(p.cmd)
 	conn, err := grpc.NewClient(p.api, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		p.t.Fatal(err)
@@ -91,20 +96,30 @@ func (p *proc) start() {
 		if time.Now().After(deadline) {
 			p.t.Fatalf("serve on %s did not come up: %v", p.api, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-exited:
+			// Its stderr (above) says why: a port taken since freePort,
+			// say. Failing now names the cause instead of a timeout.
+			p.t.Fatalf("serve on %s (node %s) exited before it came up: %v", p.api, p.listen, p.waitErr)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
 func (p *proc) kill() {
 	p.cmd.Process.Signal(syscall.SIGKILL)
-	p.cmd.Wait()
-	p.conn.Close()
+	<-p.exited
+	if p.conn != nil {
+		p.conn.Close()
+	}
 }
 
 func (p *proc) term() {
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	p.cmd.Wait()
-	p.conn.Close()
+	<-p.exited
+	if p.conn != nil {
+		p.conn.Close()
+	}
 }
 
 // inbox is what one installation's application received, through the API.
@@ -166,6 +181,13 @@ func TestServeProcesses(t *testing.T) {
 	base := t.TempDir()
 	addrs := []string{freePort(t), freePort(t), freePort(t)}
 	ps := make([]*proc, 3)
+	defer func() { // also when a start fails: no serve process outlives the test
+		for _, p := range ps {
+			if p != nil && p.exited != nil {
+				p.term()
+			}
+		}
+	}()
 	for i := range ps {
 		var peers []string
 		for j, a := range addrs {
@@ -176,11 +198,6 @@ func TestServeProcesses(t *testing.T) {
 		ps[i] = &proc{t: t, dir: filepath.Join(base, fmt.Sprint(i)), listen: addrs[i], api: freePort(t), peers: peers}
 		ps[i].start()
 	}
-	defer func() {
-		for _, p := range ps {
-			p.term()
-		}
-	}()
 	ctx := context.Background()
 	// meshed waits until every node knows every other node's topics (the
 	// transport is eventually consistent: announcements repeat every second).
@@ -189,12 +206,15 @@ func TestServeProcesses(t *testing.T) {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
 			ok := true
+			var seen []string // what each node knew, for the failure message
 			for _, p := range ps {
 				st, err := p.c.NodeStatus(ctx, &messages.NodeStatusRequest{})
 				if err != nil {
 					ok = false
+					seen = append(seen, fmt.Sprintf("%s: %v", p.listen, err))
 					continue
 				}
+				seen = append(seen, fmt.Sprintf("%s knows %v", p.listen, st.PeerTopics))
 				for _, q := range ps {
 					if q != p && st.PeerTopics[q.listen] < topicsPerPeer[q.listen] {
 						ok = false
@@ -210,7 +230,7 @@ func TestServeProcesses(t *testing.T) {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatal("the nodes did not learn each other's topics")
+				t.Fatalf("the nodes did not learn each other's topics (want %v):\n%s", topicsPerPeer, strings.Join(seen, "\n"))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
