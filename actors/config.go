@@ -90,7 +90,8 @@ type Config struct {
 	// OutboxRetryInterval for the first five, then doubles with each
 	// failed probe, so that peers that stay offline cost a publish a minute
 	// each, not one every retry pass. A signed envelope from the peer ends
-	// the wait.
+	// the wait, as does a transport.Watcher reporting a subscriber of the
+	// topic its probe went to (the peer's node back).
 	MaxOutboxBackoff time.Duration
 	// MaxOutboxInflight bounds the outbox envelopes of one installation
 	// published and not yet confirmed (DefaultMaxOutboxInflight); the rest

@@ -156,6 +156,7 @@ type deps struct {
 	root      *actor.RootContext
 	committer *actor.PID
 	pool      *workerPool
+	watch     *topicWatch
 
 	// The engine spawns one SessionSupervisor per peer identity and one
 	// PeerSession per conversation, each kept while it is active: with a
@@ -308,6 +309,7 @@ type Engine struct {
 	stopped     bool
 	quiesceOnce sync.Once
 	closeOnce   sync.Once
+	unwatch     func() // stops the transport.Watcher's news
 }
 
 type hosted struct {
@@ -333,7 +335,8 @@ func NewEngine(cfg Config, store persistence.Store, tr transport.Transport, deli
 	d.childProps = d.props(d.produceChild)
 	d.peerMarks = peerMarksKept(store, cfg.Logger)
 	d.committer = sys.Root.Spawn(d.props(func() actor.Actor { return &committer{deps: d} }))
-	return &Engine{deps: d, system: sys, installations: make(map[string]*hosted)}
+	d.watch = newTopicWatch(sys.Root)
+	return &Engine{deps: d, system: sys, installations: make(map[string]*hosted), unwatch: d.watch.start(tr)}
 }
 
 // CreateInstallation creates a new hosted device. identity nil generates a
@@ -731,6 +734,7 @@ func (e *Engine) Quiesce() {
 func (e *Engine) Close() error {
 	e.Quiesce()
 	e.closeOnce.Do(func() {
+		e.unwatch()
 		e.mu.Lock()
 		e.stopped = true
 		e.installations = nil

@@ -72,7 +72,10 @@ type installation struct {
 	committing map[string]bool
 	lanes      map[string]*lane
 	windowed   map[string]*slot
-	unsent     bool
+	// watching: the topics failing lanes published to, registered with
+	// the engine's topicWatch while a lane is in them (watchLane).
+	watching map[string]map[*lane]bool
+	unsent   bool
 	// aheadRefusals counts refusals of messages too far ahead, by
 	// envelope id (refuseAhead).
 	aheadRefusals map[string]int
@@ -168,8 +171,11 @@ func (in *installation) Receive(ctx actor.Context) {
 		in.asks.replied(m)
 	case *askSweep:
 		in.asks.sweep(ctx, in.deps.cfg.RequestTimeout)
+	case *messages.TopicsHeard:
+		in.topicsHeard(ctx, m)
 	case *actor.Stopped, *actor.Restarting:
 		in.asks.release(ctx)
+		in.unwatchAll()
 	case *actor.Terminated:
 		in.supervisors.terminated(ctx, m.Who)
 	}
@@ -202,6 +208,8 @@ func (in *installation) start(ctx actor.Context) {
 	in.committing = make(map[string]bool)
 	in.lanes = make(map[string]*lane)
 	in.windowed = make(map[string]*slot)
+	in.unwatchAll()
+	in.watching = make(map[string]map[*lane]bool)
 	in.waiting, in.backlog, in.cursor, in.unsent, in.retrying = nil, false, nil, false, false
 	in.recoveredAt, in.strayFailed, in.sweptAt, in.lateUntil = time.Time{}, false, time.Time{}, time.Time{}
 	in.devices = newRegistry(in.deps, in.id)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -75,6 +76,9 @@ type lane struct {
 	fails   int
 	probeAt time.Time
 	seen    bool
+	// watched: the topics of its failed sends, while failing: news of a
+	// subscriber on one of them (transport.Watcher) ends its wait.
+	watched []string
 }
 
 // peerSeen: identity signed an envelope that just arrived, so it is
@@ -88,6 +92,25 @@ func (in *installation) peerSeen(ctx actor.Context, identity keys.PublicKey) {
 	if l == nil || !l.failing || identity == in.identity.Public {
 		return
 	}
+	in.wake(ctx, l)
+}
+
+// topicsHeard: the transport saw subscribers of these topics appear (a
+// peer node back after it was silent, or a topic announced anew): the
+// failing lanes that published to them are woken as by peerSeen.
+func (in *installation) topicsHeard(ctx actor.Context, m *messages.TopicsHeard) {
+	for _, t := range m.Topics {
+		for l := range in.watching[t] {
+			if l.failing {
+				in.wake(ctx, l)
+			}
+		}
+	}
+}
+
+// wake ends a failing lane's wait: its probe goes at the next pass, and a
+// probe already out that fails does not make the next one wait.
+func (in *installation) wake(ctx actor.Context, l *lane) {
 	if l.due(in.deps.cfg.Clock(), in.deps.cfg.MaxOutboxBackoff) {
 		l.seen = true // its probe is out, or about to be
 		return
@@ -126,12 +149,52 @@ func (in *installation) failed(l *lane, probe bool, now time.Time) {
 	l.probeAt = now.Add(min(wait, in.deps.cfg.MaxOutboxBackoff))
 }
 
+// watchLane registers a failing lane's topic with the engine's topicWatch
+// (once per topic of the installation, however many lanes are in it).
+func (in *installation) watchLane(ctx actor.Context, l *lane, topic string) {
+	if topic == "" || slices.Contains(l.watched, topic) {
+		return
+	}
+	l.watched = append(l.watched, topic)
+	ls := in.watching[topic]
+	if ls == nil {
+		ls = map[*lane]bool{}
+		in.watching[topic] = ls
+		in.deps.watch.add(topic, in.id, later(ctx))
+	}
+	ls[l] = true
+}
+
+// unwatchLane takes a lane out of its topics: it recovered, or is
+// forgotten.
+func (in *installation) unwatchLane(l *lane) {
+	for _, t := range l.watched {
+		if ls := in.watching[t]; ls != nil {
+			if delete(ls, l); len(ls) == 0 {
+				delete(in.watching, t)
+				in.deps.watch.remove(t, in.id)
+			}
+		}
+	}
+	l.watched = nil
+}
+
+// unwatchAll removes every topic of the installation from the topicWatch
+// (it stops, or restarts and forgets its lanes).
+func (in *installation) unwatchAll() {
+	for t := range in.watching {
+		in.deps.watch.remove(t, in.id)
+	}
+	in.watching = nil
+}
+
 // slot is one published send of a lane.
 type slot struct {
 	id        string
 	lane      *lane
 	confirmed bool
 	inflight  bool
+	topic     string // its envelope's (watchLane)
 }
 
 func (l *lane) size() int { return len(l.window) - l.head }
@@ -163,6 +226,7 @@ func (in *installation) advance(l *lane) {
 // by a pass and published again: the receiver drops the duplicate.)
 func (in *installation) forgetIdle(l *lane) {
 	if l.size() == 0 && l.queuedNew == 0 && !l.stored && in.lanes[l.name] == l {
+		in.unwatchLane(l)
 		delete(in.lanes, l.name)
 	}
 }
@@ -300,7 +364,7 @@ func (in *installation) confirm(ctx actor.Context, c transport.Confirmer, it out
 			s.inflight = true // a retry, in its place in the window
 		} else {
 			l.queuedNew--
-			s := &slot{id: string(id), lane: l, inflight: true}
+			s := &slot{id: string(id), lane: l, inflight: true, topic: env.Topic}
 			l.window = append(l.window, s)
 			in.windowed[s.id] = s
 		}
@@ -374,6 +438,7 @@ func (in *installation) outboxResult(ctx actor.Context, r *messages.OutboxResult
 		in.deps.commitLater([]persistence.Write{{Key: persistence.OutboxKey(in.id, r.Id), Delete: true}})
 		if s != nil {
 			recovered, l.failing, l.fails, l.seen = l.failing, false, 0, false
+			in.unwatchLane(l)
 			s.confirmed = true
 			in.advance(l)
 		}
@@ -381,6 +446,7 @@ func (in *installation) outboxResult(ctx actor.Context, r *messages.OutboxResult
 		in.deps.log.Debug("outbox envelope not confirmed; will retry", "installation", in.id, "err", r.Error)
 		if l != nil {
 			in.failed(l, probe, in.deps.cfg.Clock())
+			in.watchLane(ctx, l, s.topic)
 		} else {
 			in.strayFailed = true // a pass over the whole outbox offers it again
 		}

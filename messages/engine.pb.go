@@ -2367,6 +2367,53 @@ func (*RetryOutbox) Descriptor() ([]byte, []int) {
 	return file_engine_proto_rawDescGZIP(), []int{36}
 }
 
+// TopicsHeard tells an Installation that subscribers of these topics just
+// appeared (transport.Watcher): its lanes backing off on them probe at the
+// next pass.
+type TopicsHeard struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topics        []string               `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicsHeard) Reset() {
+	*x = TopicsHeard{}
+	mi := &file_engine_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicsHeard) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicsHeard) ProtoMessage() {}
+
+func (x *TopicsHeard) ProtoReflect() protoreflect.Message {
+	mi := &file_engine_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicsHeard.ProtoReflect.Descriptor instead.
+func (*TopicsHeard) Descriptor() ([]byte, []int) {
+	return file_engine_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *TopicsHeard) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
 // OutboxResult tells an Installation whether the transport confirmed an
 // outbox envelope (transport.Confirmer).
 type OutboxResult struct {
@@ -2379,7 +2426,7 @@ type OutboxResult struct {
 
 func (x *OutboxResult) Reset() {
 	*x = OutboxResult{}
-	mi := &file_engine_proto_msgTypes[37]
+	mi := &file_engine_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2391,7 +2438,7 @@ func (x *OutboxResult) String() string {
 func (*OutboxResult) ProtoMessage() {}
 
 func (x *OutboxResult) ProtoReflect() protoreflect.Message {
-	mi := &file_engine_proto_msgTypes[37]
+	mi := &file_engine_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2404,7 +2451,7 @@ func (x *OutboxResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxResult.ProtoReflect.Descriptor instead.
 func (*OutboxResult) Descriptor() ([]byte, []int) {
-	return file_engine_proto_rawDescGZIP(), []int{37}
+	return file_engine_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *OutboxResult) GetId() []byte {
@@ -2584,7 +2631,9 @@ const file_engine_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x128\n" +
 	"\benvelope\x18\x02 \x01(\v2\x1c.ratchetd.transport.EnvelopeR\benvelope\x12*\n" +
 	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\"\r\n" +
-	"\vRetryOutbox\"4\n" +
+	"\vRetryOutbox\"%\n" +
+	"\vTopicsHeard\x12\x16\n" +
+	"\x06topics\x18\x01 \x03(\tR\x06topics\"4\n" +
 	"\fOutboxResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error*\xa4\x01\n" +
@@ -2614,7 +2663,7 @@ func file_engine_proto_rawDescGZIP() []byte {
 }
 
 var file_engine_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_engine_proto_goTypes = []any{
 	(ErrorCode)(0),                   // 0: ratchetd.engine.ErrorCode
 	(*OwnPreKey)(nil),                // 1: ratchetd.engine.OwnPreKey
@@ -2654,35 +2703,36 @@ var file_engine_proto_goTypes = []any{
 	(*AckMessage)(nil),               // 35: ratchetd.engine.AckMessage
 	(*OutboxRecord)(nil),             // 36: ratchetd.engine.OutboxRecord
 	(*RetryOutbox)(nil),              // 37: ratchetd.engine.RetryOutbox
-	(*OutboxResult)(nil),             // 38: ratchetd.engine.OutboxResult
-	(*RatchetState)(nil),             // 39: ratchetd.state.RatchetState
-	(*EncryptedMessageProtocol)(nil), // 40: ratchetd.wire.EncryptedMessageProtocol
-	(*Bundle)(nil),                   // 41: ratchetd.wire.Bundle
-	(*Envelope)(nil),                 // 42: ratchetd.transport.Envelope
+	(*TopicsHeard)(nil),              // 38: ratchetd.engine.TopicsHeard
+	(*OutboxResult)(nil),             // 39: ratchetd.engine.OutboxResult
+	(*RatchetState)(nil),             // 40: ratchetd.state.RatchetState
+	(*EncryptedMessageProtocol)(nil), // 41: ratchetd.wire.EncryptedMessageProtocol
+	(*Bundle)(nil),                   // 42: ratchetd.wire.Bundle
+	(*Envelope)(nil),                 // 43: ratchetd.transport.Envelope
 }
 var file_engine_proto_depIdxs = []int32{
 	1,  // 0: ratchetd.engine.InstallationRecord.pre_keys:type_name -> ratchetd.engine.OwnPreKey
-	39, // 1: ratchetd.engine.SessionRecord.state:type_name -> ratchetd.state.RatchetState
+	40, // 1: ratchetd.engine.SessionRecord.state:type_name -> ratchetd.state.RatchetState
 	4,  // 2: ratchetd.engine.EncryptRequest.reinit:type_name -> ratchetd.engine.SessionRecord
-	40, // 3: ratchetd.engine.EncryptResponse.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
+	41, // 3: ratchetd.engine.EncryptResponse.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
 	0,  // 4: ratchetd.engine.EncryptResponse.error:type_name -> ratchetd.engine.ErrorCode
-	40, // 5: ratchetd.engine.DecryptRequest.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
+	41, // 5: ratchetd.engine.DecryptRequest.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
 	1,  // 6: ratchetd.engine.DecryptRequest.signed_pre_key:type_name -> ratchetd.engine.OwnPreKey
 	34, // 7: ratchetd.engine.DecryptRequest.inbox:type_name -> ratchetd.engine.InboxRecord
 	0,  // 8: ratchetd.engine.DecryptResponse.error:type_name -> ratchetd.engine.ErrorCode
 	10, // 9: ratchetd.engine.SessionsReply.sessions:type_name -> ratchetd.engine.SessionInfo
 	0,  // 10: ratchetd.engine.Processed.error:type_name -> ratchetd.engine.ErrorCode
 	0,  // 11: ratchetd.engine.SendReport.error:type_name -> ratchetd.engine.ErrorCode
-	41, // 12: ratchetd.engine.BundleReply.bundle:type_name -> ratchetd.wire.Bundle
+	42, // 12: ratchetd.engine.BundleReply.bundle:type_name -> ratchetd.wire.Bundle
 	1,  // 13: ratchetd.engine.BundleReply.current:type_name -> ratchetd.engine.OwnPreKey
 	1,  // 14: ratchetd.engine.PreKeysChanged.pre_keys:type_name -> ratchetd.engine.OwnPreKey
 	3,  // 15: ratchetd.engine.PairedDevices.devices:type_name -> ratchetd.engine.DeviceRecord
 	3,  // 16: ratchetd.engine.DeviceList.devices:type_name -> ratchetd.engine.DeviceRecord
-	41, // 17: ratchetd.engine.ImportBundle.bundle:type_name -> ratchetd.wire.Bundle
+	42, // 17: ratchetd.engine.ImportBundle.bundle:type_name -> ratchetd.wire.Bundle
 	0,  // 18: ratchetd.engine.Ack.error:type_name -> ratchetd.engine.ErrorCode
 	29, // 19: ratchetd.engine.CommitRequest.writes:type_name -> ratchetd.engine.StoreWrite
 	0,  // 20: ratchetd.engine.CommitAck.error:type_name -> ratchetd.engine.ErrorCode
-	42, // 21: ratchetd.engine.OutboxRecord.envelope:type_name -> ratchetd.transport.Envelope
+	43, // 21: ratchetd.engine.OutboxRecord.envelope:type_name -> ratchetd.transport.Envelope
 	22, // [22:22] is the sub-list for method output_type
 	22, // [22:22] is the sub-list for method input_type
 	22, // [22:22] is the sub-list for extension type_name
@@ -2704,7 +2754,7 @@ func file_engine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_engine_proto_rawDesc), len(file_engine_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -75,6 +75,18 @@ type Confirmer interface {
 	PublishConfirm(env *messages.Envelope, done func(error))
 }
 
+// Watcher is a Transport that learns when subscribers of a topic appear
+// elsewhere (the networked transport: a peer node announcing a topic for the
+// first time, or again after it was silent). The engine's outbox then offers
+// what it holds back for a peer that was unreachable at once, instead of at
+// the end of its backoff.
+type Watcher interface {
+	// WatchSubscribers calls fn with topics that just gained a subscriber,
+	// from the transport's own goroutine: fn must not block. The returned
+	// func stops the calls.
+	WatchSubscribers(fn func(topics []string)) (cancel func())
+}
+
 // digest is what the sender signs: the topic, the recipient and the payload,
 // each length-prefixed so that no two envelopes share a digest.
 func digest(topic string, recipient, payload []byte) [32]byte {

@@ -54,6 +54,13 @@ const (
 	DefaultMaxTopicsPerPeer = 1 << 16
 )
 
+// silentHellos: a peer node whose last announcement (Hello or Subscribed)
+// is older than this many HelloIntervals was silent (down, restarting or
+// cut off; a live one sends two Hellos per interval, its own and its reply
+// to ours), so its next Hello reports every topic it announces to the
+// Watchers, not only new ones.
+const silentHellos = 3
+
 // ErrNoSubscriber: no node (this one included) subscribes to the topic yet.
 var ErrNoSubscriber = errors.New("node: no subscriber for the topic")
 
@@ -88,7 +95,7 @@ type Options struct {
 }
 
 // Node is one node of the networked transport. It implements
-// transport.Transport and transport.Confirmer.
+// transport.Transport, transport.Confirmer and transport.Watcher.
 type Node struct {
 	o       Options
 	sys     *actor.ActorSystem
@@ -103,6 +110,11 @@ type Node struct {
 	drops    map[string]int64
 	closed   bool
 	stop     chan struct{}
+	// lastHeard is when each peer's last announcement came (as peers,
+	// bounded by MaxPeers); watchers are WatchSubscribers' callbacks.
+	lastHeard map[string]time.Time
+	watchers  map[int]func([]string)
+	watcherN  int
 
 	published, sent, received, delivered atomic.Int64
 	// bg tracks the goroutines that may still send to other nodes (acks,
@@ -162,6 +174,7 @@ func Start(o Options) (*Node, error) {
 	n := &Node{
 		o: o, subs: map[string][]*subscription{}, peers: map[string]map[string]bool{}, known: map[string]bool{},
 		inflight: map[string]int{}, drops: map[string]int64{}, stop: make(chan struct{}),
+		lastHeard: map[string]time.Time{}, watchers: map[int]func([]string){},
 	}
 	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return o.Logger }))
 	n.rem = remote.NewRemote(n.sys, remote.Configure(host, port))
@@ -207,6 +220,39 @@ func (n *Node) greet() {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// WatchSubscribers calls fn, on the node actor's goroutine, with the topics
+// a peer node announced for the first time, and with every topic of a peer
+// node that announces itself after it was silent (silentHellos): what was
+// sent to those topics and refused may now be taken.
+func (n *Node) WatchSubscribers(fn func(topics []string)) (cancel func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.watcherN++
+	id := n.watcherN
+	n.watchers[id] = fn
+	return func() {
+		n.mu.Lock()
+		delete(n.watchers, id)
+		n.mu.Unlock()
+	}
+}
+
+// heard tells the watchers of topics (called without n.mu).
+func (n *Node) heard(topics []string) {
+	if len(topics) == 0 {
+		return
+	}
+	n.mu.Lock()
+	fns := make([]func([]string), 0, len(n.watchers))
+	for _, fn := range n.watchers {
+		fns = append(fns, fn)
+	}
+	n.mu.Unlock()
+	for _, fn := range fns {
+		fn(topics)
 	}
 }
 
@@ -448,8 +494,17 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 			n.drops["topic-limit"]++
 			m.Topics = m.Topics[:n.o.MaxTopicsPerPeer]
 		}
+		now := time.Now()
+		last, heard := n.lastHeard[m.Address]
+		back := !heard || now.Sub(last) > silentHellos*n.o.HelloInterval
+		n.lastHeard[m.Address] = now
+		old := n.peers[m.Address]
 		topics := make(map[string]bool, len(m.Topics))
+		var news []string
 		for _, t := range m.Topics {
+			if !topics[t] && (back || !old[t]) {
+				news = append(news, t)
+			}
 			topics[t] = true
 		}
 		n.peers[m.Address] = topics
@@ -459,24 +514,37 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 		if !m.Reply {
 			ctx.Send(pidOf(m.Address), reply)
 		}
+		n.heard(news)
 	case *messages.Subscribed:
 		if m.Address == "" || m.Address == n.address {
 			return
 		}
 		n.mu.Lock()
-		defer n.mu.Unlock()
 		if !n.admitLocked(m.Address) {
+			n.mu.Unlock()
 			return
 		}
-		if n.peers[m.Address] == nil {
+		now := time.Now()
+		last, heard := n.lastHeard[m.Address]
+		if n.peers[m.Address] == nil || !heard || now.Sub(last) > silentHellos*n.o.HelloInterval {
+			// A peer back from a silence: what it announced before is
+			// stale, and its next Hello announces the rest anew (news
+			// to the Watchers, as this topic is).
 			n.peers[m.Address] = map[string]bool{}
 		}
-		if !n.peers[m.Address][m.Topic] && len(n.peers[m.Address]) >= n.o.MaxTopicsPerPeer {
+		had := n.peers[m.Address][m.Topic]
+		if !had && len(n.peers[m.Address]) >= n.o.MaxTopicsPerPeer {
 			n.drops["topic-limit"]++
+			n.mu.Unlock()
 			return
 		}
 		n.peers[m.Address][m.Topic] = true
 		n.known[m.Address] = true
+		n.lastHeard[m.Address] = now
+		n.mu.Unlock()
+		if !had {
+			n.heard([]string{m.Topic})
+		}
 	case *messages.Deliver:
 		a.deliver(ctx, m)
 	}
