@@ -28,6 +28,9 @@ type children[K comparable] struct {
 	idle      time.Duration
 	ticking   bool
 	passivate func() // counts a passivation
+	// closed: the parent is stopping or restarting; no child is spawned
+	// any more (close).
+	closed bool
 }
 
 // childEntry is the child of one key: live, or stopping with the requests
@@ -129,13 +132,23 @@ func (c *children[K]) remove(e *childEntry[K]) {
 
 // forward delivers msg (with its original sender) to the child of k,
 // spawning it if needed, or holds it while that child is stopping.
+// Once the parent is closed, a request for a key without a live child is
+// refused (refuseClosed).
 func (c *children[K]) forward(ctx actor.Context, k K, msg any, sender *actor.PID) {
 	e := c.find(k)
 	if e != nil && e.stopping {
+		if c.closed {
+			refuseClosed(ctx, msg, sender) // its successor would never be stopped
+			return
+		}
 		e.held = append(e.held, held{msg, sender})
 		return
 	}
 	if e == nil {
+		if c.closed {
+			refuseClosed(ctx, msg, sender)
+			return
+		}
 		e = &childEntry[K]{k: k, pid: c.spawn(ctx, k)}
 		c.add(e)
 		if c.idle > 0 {
@@ -145,6 +158,31 @@ func (c *children[K]) forward(ctx actor.Context, k K, msg any, sender *actor.PID
 	ctx.RequestWithCustomSender(e.pid, msg, sender)
 	if c.idle > 0 {
 		e.lastUsed = time.Now()
+	}
+}
+
+// close is called when the parent starts stopping or restarting: protoactor
+// stops its children, but the parent still runs the user messages already
+// in its mailbox until they have terminated, and a child spawned for one of
+// them would never be stopped, so the parent would never terminate (and its
+// name would stay registered). Requests for a key without a live child are
+// refused from now on, held ones included.
+func (c *children[K]) close() { c.closed = true }
+
+// refuseClosed answers a request that a closed parent will not hand to a
+// child: an encrypt or a decrypt gets CLOSED (a send reports it, a delivery
+// is not taken and comes again); other requests get no answer (their
+// requester's ask or future fails).
+func refuseClosed(ctx actor.Context, msg any, sender *actor.PID) {
+	if sender == nil {
+		return
+	}
+	const detail = "stopping: not handed to a session"
+	switch m := msg.(type) {
+	case *messages.EncryptRequest:
+		ctx.Send(sender, &messages.EncryptResponse{PeerInstallationId: m.PeerInstallationId, Error: messages.ErrorCode_CLOSED, Detail: detail})
+	case *messages.DecryptRequest:
+		ctx.Send(sender, &messages.DecryptResponse{Error: messages.ErrorCode_CLOSED, Detail: detail})
 	}
 }
 
@@ -208,6 +246,6 @@ func (c *children[K]) terminated(ctx actor.Context, pid *actor.PID) {
 	}
 	c.remove(e)
 	for _, h := range e.held {
-		c.forward(ctx, e.k, h.msg, h.sender)
+		c.forward(ctx, e.k, h.msg, h.sender) // refused once closed
 	}
 }

@@ -527,7 +527,7 @@ func (e *Engine) gateway(pid *actor.PID) transport.Handler {
 			return ErrInternal
 		}
 		switch p.Error {
-		case messages.ErrorCode_STORE, messages.ErrorCode_TIMEOUT, messages.ErrorCode_INTERNAL:
+		case messages.ErrorCode_STORE, messages.ErrorCode_TIMEOUT, messages.ErrorCode_INTERNAL, messages.ErrorCode_CLOSED:
 			return fmt.Errorf("%w: %s", ErrorOf(p.Error), p.Detail)
 		}
 		if p.RetryLater {

@@ -27,6 +27,10 @@ func codeOf(err error) messages.ErrorCode {
 		return messages.ErrorCode_NO_SENDING_CHAIN
 	case errors.Is(err, persistence.ErrClosed), errors.Is(err, errStore):
 		return messages.ErrorCode_STORE
+	case errors.Is(err, ErrClosed):
+		return messages.ErrorCode_CLOSED
+	case errors.Is(err, ErrTimeout):
+		return messages.ErrorCode_TIMEOUT
 	}
 	return messages.ErrorCode_INTERNAL
 }
@@ -52,6 +56,8 @@ func ErrorOf(code messages.ErrorCode) error {
 		return ErrTimeout
 	case messages.ErrorCode_STORE:
 		return errStore
+	case messages.ErrorCode_CLOSED:
+		return ErrClosed
 	}
 	return ErrInternal
 }

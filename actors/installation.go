@@ -173,7 +173,13 @@ func (in *installation) Receive(ctx actor.Context) {
 		in.asks.sweep(ctx, in.deps.cfg.RequestTimeout)
 	case *messages.TopicsHeard:
 		in.topicsHeard(ctx, m)
-	case *actor.Stopped, *actor.Restarting:
+	case *actor.Stopping:
+		in.supervisors.close()
+	case *actor.Restarting:
+		in.supervisors.close()
+		in.asks.release(ctx)
+		in.unwatchAll()
+	case *actor.Stopped:
 		in.asks.release(ctx)
 		in.unwatchAll()
 	case *actor.Terminated:
@@ -572,8 +578,14 @@ func (in *installation) receiveRatchet(ctx actor.Context, env *messages.Incoming
 		r, _ := res.(*messages.DecryptResponse)
 		code := messages.ErrorCode_TIMEOUT
 		detail := ""
-		if err == nil && r != nil {
+		switch {
+		case err == nil && r != nil:
 			code, detail = r.Error, r.Detail
+		case err != nil:
+			code, detail = codeOf(err), err.Error() // ErrClosed (released) or ErrTimeout (swept)
+			if code != messages.ErrorCode_CLOSED {
+				code = messages.ErrorCode_TIMEOUT
+			}
 		}
 		switch code {
 		case messages.ErrorCode_OK:
@@ -584,6 +596,9 @@ func (in *installation) receiveRatchet(ctx actor.Context, env *messages.Incoming
 			in.deliver(rec)
 		case messages.ErrorCode_DUPLICATE:
 			in.deps.stats.duplicates.Add(1)
+		case messages.ErrorCode_CLOSED:
+			// Not decrypted, and not a failure: the delivery is not
+			// taken, and comes again once the installation is hosted.
 		default:
 			in.deps.stats.decryptFailures.Add(1)
 			in.deps.log.Debug("decrypt failed", "installation", in.id, "from", pm.InstallationId, "code", code.String(), "detail", detail)
@@ -739,7 +754,11 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 		}
 	}
 	remaining := len(pending)
-	var storeFailed *messages.EncryptResponse // an encrypt whose commit failed
+	// retryable: an encrypt that failed for a reason a retry may not meet
+	// (its commit failed or timed out, or the installation is stopping):
+	// when no installation could be encrypted for, the send reports it,
+	// not NO_SESSION (a verdict on the peer: ErrNotDelivered).
+	var retryable *messages.EncryptResponse
 	if bundleF != nil {
 		remaining++
 	}
@@ -774,10 +793,8 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 		}
 		if report.Error == messages.ErrorCode_OK && len(report.Failed) > 0 && len(report.Installations) == 0 && !report.DhFallback {
 			report.Error, report.Detail = messages.ErrorCode_NO_SESSION, "no installation of the peer could be encrypted for"
-			if storeFailed != nil {
-				// Not a missing session: the state could not be made
-				// durable (a retry may succeed).
-				report.Error, report.Detail = storeFailed.Error, storeFailed.Detail
+			if retryable != nil {
+				report.Error, report.Detail = retryable.Error, retryable.Detail
 			}
 		}
 		if len(envs) == 0 {
@@ -893,13 +910,23 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 			case r != nil:
 				p.g.failed = append(p.g.failed, r.PeerInstallationId)
 				report.Failed = append(report.Failed, r.PeerInstallationId)
-				if r.Error == messages.ErrorCode_STORE || r.Error == messages.ErrorCode_TIMEOUT {
-					storeFailed = r
+				switch r.Error {
+				case messages.ErrorCode_STORE, messages.ErrorCode_TIMEOUT, messages.ErrorCode_CLOSED:
+					retryable = r
 				}
 				in.deps.log.Debug("encrypt failed", "installation", in.id, "to", r.PeerInstallationId, "code", r.Error.String(), "detail", r.Detail)
 			default:
+				// No answer: the installation stopping (asks.release:
+				// ErrClosed) or an overdue ask (ErrTimeout). The encrypt
+				// may have been committed, its ciphertext is not sent: a
+				// retry encrypts anew, with the next key.
 				p.g.failed = append(p.g.failed, "?")
 				report.Failed = append(report.Failed, "?")
+				code := messages.ErrorCode_TIMEOUT
+				if errors.Is(err, ErrClosed) {
+					code = messages.ErrorCode_CLOSED
+				}
+				retryable = &messages.EncryptResponse{Error: code, Detail: fmt.Sprint("encrypt not answered: ", err)}
 			}
 			finish()
 		})

@@ -134,6 +134,8 @@ func (s *sessionSupervisor) receive(ctx actor.Context) {
 		}
 	case *messages.SessionsQuery:
 		ctx.Respond(s.query())
+	case *actor.Stopping:
+		s.sessions.close()
 	case *actor.Terminated:
 		s.sessions.terminated(ctx, m.Who)
 	}

@@ -41,21 +41,26 @@ const (
 	ErrorCode_INTERNAL         ErrorCode = 7
 	ErrorCode_TIMEOUT          ErrorCode = 8
 	ErrorCode_STORE            ErrorCode = 9
+	// CLOSED: the actor that would have answered is stopping (its
+	// installation stopped, or the engine closing): not a verdict on the
+	// message or the peer; try again once it is hosted.
+	ErrorCode_CLOSED ErrorCode = 10
 )
 
 // Enum value maps for ErrorCode.
 var (
 	ErrorCode_name = map[int32]string{
-		0: "OK",
-		1: "DUPLICATE",
-		2: "INVALID_MAC",
-		3: "TOO_MANY_SKIPPED",
-		4: "MALFORMED",
-		5: "NO_SESSION",
-		6: "NO_SENDING_CHAIN",
-		7: "INTERNAL",
-		8: "TIMEOUT",
-		9: "STORE",
+		0:  "OK",
+		1:  "DUPLICATE",
+		2:  "INVALID_MAC",
+		3:  "TOO_MANY_SKIPPED",
+		4:  "MALFORMED",
+		5:  "NO_SESSION",
+		6:  "NO_SENDING_CHAIN",
+		7:  "INTERNAL",
+		8:  "TIMEOUT",
+		9:  "STORE",
+		10: "CLOSED",
 	}
 	ErrorCode_value = map[string]int32{
 		"OK":               0,
@@ -68,6 +73,7 @@ var (
 		"INTERNAL":         7,
 		"TIMEOUT":          8,
 		"STORE":            9,
+		"CLOSED":           10,
 	}
 )
 
@@ -2636,7 +2642,7 @@ const file_engine_proto_rawDesc = "" +
 	"\x06topics\x18\x01 \x03(\tR\x06topics\"4\n" +
 	"\fOutboxResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error*\xa4\x01\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error*\xb0\x01\n" +
 	"\tErrorCode\x12\x06\n" +
 	"\x02OK\x10\x00\x12\r\n" +
 	"\tDUPLICATE\x10\x01\x12\x0f\n" +
@@ -2648,7 +2654,10 @@ const file_engine_proto_rawDesc = "" +
 	"\x10NO_SENDING_CHAIN\x10\x06\x12\f\n" +
 	"\bINTERNAL\x10\a\x12\v\n" +
 	"\aTIMEOUT\x10\b\x12\t\n" +
-	"\x05STORE\x10\tB'Z%github.com/ratchetd/ratchetd/messagesb\x06proto3"
+	"\x05STORE\x10\t\x12\n" +
+	"\n" +
+	"\x06CLOSED\x10\n" +
+	"B'Z%github.com/ratchetd/ratchetd/messagesb\x06proto3"
 
 var (
 	file_engine_proto_rawDescOnce sync.Once
