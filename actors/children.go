@@ -171,8 +171,9 @@ func (c *children[K]) close() { c.closed = true }
 
 // refuseClosed answers a request that a closed parent will not hand to a
 // child: an encrypt or a decrypt gets CLOSED (a send reports it, a delivery
-// is not taken and comes again); other requests get no answer (their
-// requester's ask or future fails).
+// is not taken and comes again), a sessions query an empty reply; a
+// ResetSending has no requester (a bundle advert is not taken while its
+// installation stops: receiveDH).
 func refuseClosed(ctx actor.Context, msg any, sender *actor.PID) {
 	if sender == nil {
 		return
@@ -183,6 +184,8 @@ func refuseClosed(ctx actor.Context, msg any, sender *actor.PID) {
 		ctx.Send(sender, &messages.EncryptResponse{PeerInstallationId: m.PeerInstallationId, Error: messages.ErrorCode_CLOSED, Detail: detail})
 	case *messages.DecryptRequest:
 		ctx.Send(sender, &messages.DecryptResponse{Error: messages.ErrorCode_CLOSED, Detail: detail})
+	case *messages.SessionsQuery:
+		ctx.Send(sender, &messages.SessionsReply{})
 	}
 }
 

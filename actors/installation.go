@@ -543,6 +543,14 @@ func (in *installation) receiveDH(ctx actor.Context, env *messages.IncomingEnvel
 		ctx.Respond(&messages.Processed{Error: messages.ErrorCode_INVALID_MAC, Detail: err.Error()})
 		return
 	}
+	if len(pt) == 0 && in.supervisors.closed {
+		// An advert (below) while the installation stops: its reset
+		// needs a SessionSupervisor, and none is spawned any more. Not
+		// taken, and not marked seen, so that it is taken when offered
+		// again, as by a stopped installation.
+		ctx.Respond(&messages.Processed{Error: messages.ErrorCode_CLOSED, Detail: "stopping: bundle advert not taken"})
+		return
+	}
 	digest := keys.Keccak256(ek[:], e.Payload)
 	if !in.fresh(digest) {
 		in.deps.stats.duplicates.Add(1)

@@ -174,6 +174,7 @@ func TestReviewReleasedEncryptIsNotNoSession(t *testing.T) {
 		}
 		return nil
 	}
+	reports := 0
 	for i, c := range []<-chan any{r2, r3} {
 		r := got(c)
 		t.Logf("send %d: %v", i+2, r)
@@ -181,10 +182,14 @@ func TestReviewReleasedEncryptIsNotNoSession(t *testing.T) {
 		if rep == nil {
 			continue // an error (closed, timed out): not a verdict on the peer
 		}
+		reports++
 		if rep.Error == messages.ErrorCode_NO_SESSION {
 			t.Errorf("send %d, cut off by the installation's stop, is reported NO_SESSION (Account.Send: ErrNotDelivered; serve: FailedPrecondition), failed %q: %s",
 				i+2, rep.Failed, rep.Detail)
 		}
+	}
+	if reports == 0 {
+		t.Error("neither send got a report: the test showed nothing")
 	}
 }
 
@@ -317,5 +322,11 @@ func TestReviewStopInstallationDuringDeliveryNeverEnds(t *testing.T) {
 	}
 	if hostErr != nil {
 		t.Errorf("the stopped installation cannot be hosted again: %v", hostErr)
+	}
+	// The installation was stopping when the delivery came: not taken, so
+	// its sender offers it again (a delivery answered "taken" without
+	// being processed would be lost).
+	if !errors.Is(dErr, ErrClosed) {
+		t.Errorf("the delivery during the stop was answered %v; want not taken (ErrClosed)", dErr)
 	}
 }

@@ -107,10 +107,13 @@ func (x *Envelope) GetSender() []byte {
 // Hello announces a node and the topics it subscribes to; a node answers a
 // Hello from an unknown node with its own.
 type Hello struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"` // host:port of the sender's node
-	Topics        []string               `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`
-	Reply         bool                   `protobuf:"varint,3,opt,name=reply,proto3" json:"reply,omitempty"` // this Hello answers one
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Address string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"` // host:port of the sender's node
+	Topics  []string               `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`
+	Reply   bool                   `protobuf:"varint,3,opt,name=reply,proto3" json:"reply,omitempty"` // this Hello answers one
+	// incarnation is random per node start: a new one on an address is a
+	// restarted node, whose topics are news however short its absence.
+	Incarnation   uint64 `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -166,11 +169,19 @@ func (x *Hello) GetReply() bool {
 	return false
 }
 
+func (x *Hello) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
 // Subscribed announces one more topic of the sender's node.
 type Subscribed struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
 	Topic         string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Incarnation   uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"` // as in Hello
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -217,6 +228,13 @@ func (x *Subscribed) GetTopic() string {
 		return x.Topic
 	}
 	return ""
+}
+
+func (x *Subscribed) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 // Deliver carries one envelope to a node that subscribed to its topic.
@@ -336,15 +354,17 @@ const file_transport_proto_rawDesc = "" +
 	"\trecipient\x18\x02 \x01(\fR\trecipient\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12\x1c\n" +
 	"\tsignature\x18\x04 \x01(\fR\tsignature\x12\x16\n" +
-	"\x06sender\x18\x05 \x01(\fR\x06sender\"O\n" +
+	"\x06sender\x18\x05 \x01(\fR\x06sender\"q\n" +
 	"\x05Hello\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12\x14\n" +
-	"\x05reply\x18\x03 \x01(\bR\x05reply\"<\n" +
+	"\x05reply\x18\x03 \x01(\bR\x05reply\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\x04R\vincarnation\"^\n" +
 	"\n" +
 	"Subscribed\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
-	"\x05topic\x18\x02 \x01(\tR\x05topic\"W\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"W\n" +
 	"\aDeliver\x128\n" +
 	"\benvelope\x18\x01 \x01(\v2\x1c.ratchetd.transport.EnvelopeR\benvelope\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\"@\n" +

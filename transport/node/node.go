@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"sort"
@@ -55,11 +56,18 @@ const (
 )
 
 // silentHellos: a peer node whose last announcement (Hello or Subscribed)
-// is older than this many HelloIntervals was silent (down, restarting or
-// cut off; a live one sends two Hellos per interval, its own and its reply
-// to ours), so its next Hello reports every topic it announces to the
-// Watchers, not only new ones.
+// is older than this many HelloIntervals was silent (cut off, or down; a
+// live one sends two Hellos per interval, its own and its reply to ours),
+// so its next Hello reports every topic it announces to the Watchers, not
+// only new ones. A restart, however quick, is told by the announcement's
+// incarnation.
 const silentHellos = 3
+
+// announced is what a node remembers of a peer's last announcement.
+type announced struct {
+	at          time.Time
+	incarnation uint64
+}
 
 // ErrNoSubscriber: no node (this one included) subscribes to the topic yet.
 var ErrNoSubscriber = errors.New("node: no subscriber for the topic")
@@ -110,11 +118,13 @@ type Node struct {
 	drops    map[string]int64
 	closed   bool
 	stop     chan struct{}
-	// lastHeard is when each peer's last announcement came (as peers,
-	// bounded by MaxPeers); watchers are WatchSubscribers' callbacks.
-	lastHeard map[string]time.Time
-	watchers  map[int]func([]string)
-	watcherN  int
+	// incarnation is random per Start (Hello.incarnation). lastHeard is
+	// each peer's last announcement (as peers, bounded by MaxPeers);
+	// watchers are WatchSubscribers' callbacks.
+	incarnation uint64
+	lastHeard   map[string]announced
+	watchers    map[int]func([]string)
+	watcherN    int
 
 	published, sent, received, delivered atomic.Int64
 	// bg tracks the goroutines that may still send to other nodes (acks,
@@ -174,7 +184,7 @@ func Start(o Options) (*Node, error) {
 	n := &Node{
 		o: o, subs: map[string][]*subscription{}, peers: map[string]map[string]bool{}, known: map[string]bool{},
 		inflight: map[string]int{}, drops: map[string]int64{}, stop: make(chan struct{}),
-		lastHeard: map[string]time.Time{}, watchers: map[int]func([]string){},
+		lastHeard: map[string]announced{}, watchers: map[int]func([]string){}, incarnation: rand.Uint64() | 1,
 	}
 	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return o.Logger }))
 	n.rem = remote.NewRemote(n.sys, remote.Configure(host, port))
@@ -206,7 +216,7 @@ func (n *Node) greet() {
 	defer t.Stop()
 	for {
 		n.mu.Lock()
-		hello := &messages.Hello{Address: n.address, Topics: n.topicsLocked()}
+		hello := &messages.Hello{Address: n.address, Topics: n.topicsLocked(), Incarnation: n.incarnation}
 		var to []string
 		for a := range n.known {
 			to = append(to, a)
@@ -225,8 +235,9 @@ func (n *Node) greet() {
 
 // WatchSubscribers calls fn, on the node actor's goroutine, with the topics
 // a peer node announced for the first time, and with every topic of a peer
-// node that announces itself after it was silent (silentHellos): what was
-// sent to those topics and refused may now be taken.
+// node that restarted (a new incarnation) or announces itself after it was
+// silent (silentHellos): what was sent to those topics and refused may now
+// be taken.
 func (n *Node) WatchSubscribers(fn func(topics []string)) (cancel func()) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -282,7 +293,7 @@ func (n *Node) Subscribe(topic string, h transport.Handler) (func(), error) {
 	}
 	n.mu.Unlock()
 	for _, a := range to {
-		n.sys.Root.Send(pidOf(a), &messages.Subscribed{Address: n.address, Topic: topic})
+		n.sys.Root.Send(pidOf(a), &messages.Subscribed{Address: n.address, Topic: topic, Incarnation: n.incarnation})
 	}
 	return func() { n.unsubscribe(s) }, nil
 }
@@ -494,10 +505,7 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 			n.drops["topic-limit"]++
 			m.Topics = m.Topics[:n.o.MaxTopicsPerPeer]
 		}
-		now := time.Now()
-		last, heard := n.lastHeard[m.Address]
-		back := !heard || now.Sub(last) > silentHellos*n.o.HelloInterval
-		n.lastHeard[m.Address] = now
+		back := n.backLocked(m.Address, m.Incarnation)
 		old := n.peers[m.Address]
 		topics := make(map[string]bool, len(m.Topics))
 		var news []string
@@ -509,7 +517,7 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 		}
 		n.peers[m.Address] = topics
 		n.known[m.Address] = true
-		reply := &messages.Hello{Address: n.address, Topics: n.topicsLocked(), Reply: true}
+		reply := &messages.Hello{Address: n.address, Topics: n.topicsLocked(), Reply: true, Incarnation: n.incarnation}
 		n.mu.Unlock()
 		if !m.Reply {
 			ctx.Send(pidOf(m.Address), reply)
@@ -524,12 +532,10 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 			n.mu.Unlock()
 			return
 		}
-		now := time.Now()
-		last, heard := n.lastHeard[m.Address]
-		if n.peers[m.Address] == nil || !heard || now.Sub(last) > silentHellos*n.o.HelloInterval {
-			// A peer back from a silence: what it announced before is
-			// stale, and its next Hello announces the rest anew (news
-			// to the Watchers, as this topic is).
+		if n.backLocked(m.Address, m.Incarnation) || n.peers[m.Address] == nil {
+			// A peer restarted or back from a silence: what it announced
+			// before is stale, and its next Hello announces the rest anew
+			// (news to the Watchers, as this topic is).
 			n.peers[m.Address] = map[string]bool{}
 		}
 		had := n.peers[m.Address][m.Topic]
@@ -540,7 +546,6 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 		}
 		n.peers[m.Address][m.Topic] = true
 		n.known[m.Address] = true
-		n.lastHeard[m.Address] = now
 		n.mu.Unlock()
 		if !had {
 			n.heard([]string{m.Topic})
@@ -548,6 +553,17 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 	case *messages.Deliver:
 		a.deliver(ctx, m)
 	}
+}
+
+// backLocked records an announcement of address and reports whether the
+// peer is new, restarted (another incarnation; 0, from a node that sends
+// none, tells nothing) or back from a silence: all its topics are news.
+func (n *Node) backLocked(address string, incarnation uint64) bool {
+	now := time.Now()
+	last, heard := n.lastHeard[address]
+	n.lastHeard[address] = announced{at: now, incarnation: incarnation}
+	return !heard || now.Sub(last.at) > silentHellos*n.o.HelloInterval ||
+		(incarnation != 0 && incarnation != last.incarnation)
 }
 
 // admitLocked reports whether an announcement from address may be
