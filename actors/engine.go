@@ -533,6 +533,9 @@ func (e *Engine) gateway(pid *actor.PID) transport.Handler {
 		if p.RetryLater {
 			return fmt.Errorf("%w: %s (not taken yet)", ErrorOf(p.Error), p.Detail)
 		}
+		if p.NotRecipient {
+			return transport.ErrNotRecipient
+		}
 		return nil
 	}
 }

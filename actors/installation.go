@@ -350,7 +350,7 @@ func (in *installation) receive(ctx actor.Context, env *messages.IncomingEnvelop
 	in.peerSeen(ctx, sender)
 	public := len(env.Recipient) == 0
 	if !public && !bytes.Equal(env.Recipient, in.identity.Public[:]) {
-		ctx.Respond(&messages.Processed{}) // another identity on the same partition topic
+		ctx.Respond(&messages.Processed{NotRecipient: true}) // another identity on the same partition topic
 		return
 	}
 	var pm messages.ProtocolMessage

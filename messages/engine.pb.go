@@ -1165,7 +1165,10 @@ type Processed struct {
 	// retry_later: not taken; a transport that confirms delivery has the
 	// sender offer it again (a message too far ahead of its chain, whose gap
 	// may close).
-	RetryLater    bool `protobuf:"varint,3,opt,name=retry_later,json=retryLater,proto3" json:"retry_later,omitempty"`
+	RetryLater bool `protobuf:"varint,3,opt,name=retry_later,json=retryLater,proto3" json:"retry_later,omitempty"`
+	// not_recipient: addressed to another identity on a shared (partitioned)
+	// topic (transport.ErrNotRecipient).
+	NotRecipient  bool `protobuf:"varint,4,opt,name=not_recipient,json=notRecipient,proto3" json:"not_recipient,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1217,6 +1220,13 @@ func (x *Processed) GetDetail() string {
 func (x *Processed) GetRetryLater() bool {
 	if x != nil {
 		return x.RetryLater
+	}
+	return false
+}
+
+func (x *Processed) GetNotRecipient() bool {
+	if x != nil {
+		return x.NotRecipient
 	}
 	return false
 }
@@ -2562,12 +2572,13 @@ const file_engine_proto_rawDesc = "" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12\x16\n" +
 	"\x06sender\x18\x04 \x01(\fR\x06sender\x12\x1f\n" +
 	"\venvelope_id\x18\x05 \x01(\fR\n" +
-	"envelopeId\"v\n" +
+	"envelopeId\"\x9b\x01\n" +
 	"\tProcessed\x120\n" +
 	"\x05error\x18\x01 \x01(\x0e2\x1a.ratchetd.engine.ErrorCodeR\x05error\x12\x16\n" +
 	"\x06detail\x18\x02 \x01(\tR\x06detail\x12\x1f\n" +
 	"\vretry_later\x18\x03 \x01(\bR\n" +
-	"retryLater\"\x8d\x01\n" +
+	"retryLater\x12#\n" +
+	"\rnot_recipient\x18\x04 \x01(\bR\fnotRecipient\"\x8d\x01\n" +
 	"\vSendCommand\x12#\n" +
 	"\rpeer_identity\x18\x01 \x01(\fR\fpeerIdentity\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12!\n" +

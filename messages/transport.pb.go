@@ -293,9 +293,13 @@ func (x *Deliver) GetFrom() string {
 // DeliverAck answers Deliver once the receiving node's subscribers have
 // processed the envelope (accepted), or says why it was refused.
 type DeliverAck struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Accepted      bool                   `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Accepted bool                   `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Reason   string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// recipient: a subscriber of this node was the envelope's recipient and
+	// took it. An envelope with a recipient is confirmed to its sender only
+	// once some node says so: partition-mates take it as not theirs.
+	Recipient     bool `protobuf:"varint,3,opt,name=recipient,proto3" json:"recipient,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -344,6 +348,13 @@ func (x *DeliverAck) GetReason() string {
 	return ""
 }
 
+func (x *DeliverAck) GetRecipient() bool {
+	if x != nil {
+		return x.Recipient
+	}
+	return false
+}
+
 var File_transport_proto protoreflect.FileDescriptor
 
 const file_transport_proto_rawDesc = "" +
@@ -367,11 +378,12 @@ const file_transport_proto_rawDesc = "" +
 	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"W\n" +
 	"\aDeliver\x128\n" +
 	"\benvelope\x18\x01 \x01(\v2\x1c.ratchetd.transport.EnvelopeR\benvelope\x12\x12\n" +
-	"\x04from\x18\x02 \x01(\tR\x04from\"@\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\"^\n" +
 	"\n" +
 	"DeliverAck\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\bR\baccepted\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reasonB'Z%github.com/ratchetd/ratchetd/messagesb\x06proto3"
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1c\n" +
+	"\trecipient\x18\x03 \x01(\bR\trecipientB'Z%github.com/ratchetd/ratchetd/messagesb\x06proto3"
 
 var (
 	file_transport_proto_rawDescOnce sync.Once

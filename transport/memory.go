@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -257,7 +258,7 @@ func (m *Memory) deliver(s *subscription, raw []byte, prev <-chan struct{}, next
 	}
 	m.delivered.Add(1)
 	d.Taken = pass
-	if s.handler(d) != nil {
+	if err := s.handler(d); err != nil && !errors.Is(err, ErrNotRecipient) {
 		m.refused.Add(1) // the memory transport does not deliver again
 	}
 }

@@ -31,6 +31,12 @@ var (
 	ErrForged = errors.New("transport: forged envelope")
 	// ErrClosed: the transport was closed.
 	ErrClosed = errors.New("transport: closed")
+	// ErrNotRecipient is a handler's answer for an envelope addressed to
+	// an identity it does not host: another identity on a shared
+	// (partitioned) topic. Nothing to offer again to that subscriber, but
+	// the envelope did not reach its recipient, so a transport that
+	// confirms delivery does not confirm it on that answer alone.
+	ErrNotRecipient = errors.New("transport: not the envelope's recipient")
 )
 
 // Delivery is a received envelope whose signature verified.
@@ -54,7 +60,8 @@ type Delivery struct {
 // called Delivery.Taken the next call may begin; it may block
 // (back-pressure). It returns an error when the delivery was not taken (the
 // receiver could not commit it): a transport that acknowledges deliveries
-// then does not, and the sender tries again.
+// then does not, and the sender tries again; ErrNotRecipient when it was not
+// for this subscriber.
 type Handler func(Delivery) error
 
 // Transport publishes envelopes on topics and delivers them to subscribers.

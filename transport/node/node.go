@@ -8,7 +8,9 @@
 // subscribes to (Hello, Subscribed), and publishing an envelope sends it to
 // the nodes that announced its topic; a node acknowledges an envelope once
 // its local subscribers have processed it (for ratchetd: once the receiving
-// installation has committed it). A publish that no node acknowledged is an
+// installation has committed it), and says whether one of them was its
+// recipient: partitioned topics are shared, and a partition-mate's
+// acknowledgement alone does not confirm an envelope to its sender. A publish that no node acknowledged is an
 // error, so the engine keeps it in its durable outbox and tries again:
 // nothing is lost when a peer node is down, and what is sent again is the
 // same ciphertext.
@@ -71,6 +73,11 @@ type announced struct {
 
 // ErrNoSubscriber: no node (this one included) subscribes to the topic yet.
 var ErrNoSubscriber = errors.New("node: no subscriber for the topic")
+
+// ErrNoRecipient: every node that subscribes to the topic accepted the
+// envelope, but none hosts its recipient (they are partition-mates of it):
+// the recipient's node is down or not known yet, and the sender keeps it.
+var ErrNoRecipient = errors.New("node: no subscriber is the envelope's recipient")
 
 // ErrNotDelivered: a node that subscribes to the topic did not acknowledge
 // the envelope (down, busy or refusing).
@@ -334,7 +341,9 @@ func (n *Node) Publish(env *messages.Envelope) error {
 }
 
 // PublishConfirm sends an envelope and calls done, from another goroutine,
-// once every subscribing node acknowledged it, or with the first failure.
+// once every subscribing node acknowledged it and, for an envelope with a
+// recipient, one of them took it as its recipient's (ErrNoRecipient when
+// only partition-mates did); or with the failures.
 func (n *Node) PublishConfirm(env *messages.Envelope, done func(error)) {
 	if env == nil || len(env.Payload) > n.maxPayload() || env.Topic == "" {
 		done(fmt.Errorf("%w: refused on publish", transport.ErrBadEnvelope))
@@ -367,12 +376,19 @@ func (n *Node) PublishConfirm(env *messages.Envelope, done func(error)) {
 	go func() {
 		defer n.bg.Done()
 		var errs []error
+		// reached: an envelope without a recipient (a public chat) needs
+		// every subscribing node's acceptance only; one with a recipient
+		// also needs a node that hosts the recipient to say it took it, as
+		// its partition-mates accept it as not theirs.
+		reached := len(env.Recipient) == 0
 		if len(local) > 0 {
 			d, err := transport.Open(env, n.o.MaxPayload)
 			if err != nil {
 				errs = append(errs, err)
-			} else if !<-dispatch(local, d) {
+			} else if r := <-dispatch(local, d); !r.accepted {
 				errs = append(errs, fmt.Errorf("%w: a local subscriber did not take it", ErrNotDelivered))
+			} else {
+				reached = reached || r.recipient
 			}
 		}
 		futures := make([]actor.Future, len(targets))
@@ -389,7 +405,12 @@ func (n *Node) PublishConfirm(env *messages.Envelope, done func(error)) {
 				errs = append(errs, fmt.Errorf("%w by %s: %v", ErrNotDelivered, targets[i], err))
 			case ack == nil || !ack.Accepted:
 				errs = append(errs, fmt.Errorf("%w by %s: %s", ErrNotDelivered, targets[i], ack.GetReason()))
+			default:
+				reached = reached || ack.Recipient
 			}
+		}
+		if len(errs) == 0 && !reached {
+			errs = append(errs, fmt.Errorf("%w: %w on %s", ErrNotDelivered, ErrNoRecipient, env.Topic))
 		}
 		if len(errs) > 0 {
 			n.o.Logger.Debug("node publish not confirmed", "topic", env.Topic, "err", errors.Join(errs...))
@@ -640,14 +661,14 @@ func (a *nodeActor) deliver(ctx actor.Context, m *messages.Deliver) {
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()
-		taken := <-wait
+		r := <-wait
 		n.mu.Lock()
 		if n.inflight[from]--; n.inflight[from] <= 0 {
 			delete(n.inflight, from)
 		}
 		n.mu.Unlock()
-		ack := &messages.DeliverAck{Accepted: taken}
-		if taken {
+		ack := &messages.DeliverAck{Accepted: r.accepted, Recipient: r.recipient}
+		if r.accepted {
 			n.delivered.Add(1)
 		} else {
 			n.drop("not-taken")

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"sync"
 
 	"github.com/ratchetd/ratchetd/transport"
@@ -29,7 +30,26 @@ const maxPipelined = 256
 
 type job struct {
 	d    transport.Delivery
-	done func(taken bool)
+	done func(outcome)
+}
+
+// outcome is what a subscription's handler made of a delivery.
+type outcome int
+
+const (
+	refused outcome = iota // not taken: the sender must keep it
+	taken                  // taken by its recipient
+	notMine                // not for this subscriber (transport.ErrNotRecipient)
+)
+
+func outcomeOf(err error) outcome {
+	switch {
+	case err == nil:
+		return taken
+	case errors.Is(err, transport.ErrNotRecipient):
+		return notMine
+	}
+	return refused
 }
 
 func newSubscription(topic string, h transport.Handler) *subscription {
@@ -39,11 +59,11 @@ func newSubscription(topic string, h transport.Handler) *subscription {
 	return s
 }
 
-func (s *subscription) push(d transport.Delivery, done func(taken bool)) {
+func (s *subscription) push(d transport.Delivery, done func(outcome)) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		done(false) // nobody took it: the sender must keep it
+		done(refused) // nobody took it: the sender must keep it
 		return
 	}
 	s.queue = append(s.queue, job{d, done})
@@ -68,7 +88,7 @@ func (s *subscription) run() {
 		closed := s.closed
 		s.mu.Unlock()
 		if closed {
-			j.done(false) // nobody took it: the sender must keep it
+			j.done(refused) // nobody took it: the sender must keep it
 			continue
 		}
 		slots <- struct{}{}
@@ -78,10 +98,10 @@ func (s *subscription) run() {
 		d := j.d
 		d.Taken = pass
 		go func() {
-			taken := s.handler(d) == nil
+			o := outcomeOf(s.handler(d))
 			pass()
 			<-slots
-			j.done(taken)
+			j.done(o)
 		}()
 		<-turn
 	}
@@ -94,25 +114,30 @@ func (s *subscription) close() {
 	s.mu.Unlock()
 }
 
+// dispatched is what a node's subscribers made of a delivery: accepted, if
+// none refused it; recipient, if one of them was its recipient and took it.
+type dispatched struct{ accepted, recipient bool }
+
 // dispatch hands a delivery to every subscription; the channel receives
-// whether all of them took it, once all have processed it.
-func dispatch(subs []*subscription, d transport.Delivery) <-chan bool {
-	done := make(chan bool, 1)
+// the outcome once all have processed it.
+func dispatch(subs []*subscription, d transport.Delivery) <-chan dispatched {
+	done := make(chan dispatched, 1)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	all := true
+	r := dispatched{accepted: true}
 	wg.Add(len(subs))
 	for _, s := range subs {
-		s.push(d, func(taken bool) {
+		s.push(d, func(o outcome) {
 			mu.Lock()
-			all = all && taken
+			r.accepted = r.accepted && o != refused
+			r.recipient = r.recipient || o == taken
 			mu.Unlock()
 			wg.Done()
 		})
 	}
 	go func() {
 		wg.Wait()
-		done <- all
+		done <- r
 	}()
 	return done
 }
