@@ -83,9 +83,9 @@ type installation struct {
 	backlog       bool
 	cursor        []byte
 	retrying      bool
-	// recoveredAt: the last pass run because a failing lane had a send
-	// confirmed (outboxResult).
-	recoveredAt time.Time
+	// eagerAt: the last pass run at once rather than by the timer
+	// (passSoon: a failing lane had a send confirmed, or was woken).
+	eagerAt time.Time
 	// strayFailed: a send without a lane (a public envelope) failed since
 	// the last pass over the whole outbox; sweptAt: when that pass began.
 	strayFailed bool
@@ -217,7 +217,7 @@ func (in *installation) start(ctx actor.Context) {
 	in.unwatchAll()
 	in.watching = make(map[string]map[*lane]bool)
 	in.waiting, in.backlog, in.cursor, in.unsent, in.retrying = nil, false, nil, false, false
-	in.recoveredAt, in.strayFailed, in.sweptAt, in.lateUntil = time.Time{}, false, time.Time{}, time.Time{}
+	in.eagerAt, in.strayFailed, in.sweptAt, in.lateUntil = time.Time{}, false, time.Time{}, time.Time{}
 	in.devices = newRegistry(in.deps, in.id)
 	in.indexPreKeys()
 	// The publisher starts with the paired devices, so that it signs and

@@ -92,31 +92,38 @@ func (in *installation) peerSeen(ctx actor.Context, identity keys.PublicKey) {
 	if l == nil || !l.failing || identity == in.identity.Public {
 		return
 	}
-	in.wake(ctx, l)
+	if l.wake(in.deps.cfg.Clock(), in.deps.cfg.MaxOutboxBackoff) {
+		in.passSoon(ctx)
+	}
 }
 
 // topicsHeard: the transport saw subscribers of these topics appear (a
 // peer node back after it was silent, or a topic announced anew): the
 // failing lanes that published to them are woken as by peerSeen.
 func (in *installation) topicsHeard(ctx actor.Context, m *messages.TopicsHeard) {
+	now, pass := in.deps.cfg.Clock(), false
 	for _, t := range m.Topics {
 		for l := range in.watching[t] {
-			if l.failing {
-				in.wake(ctx, l)
+			if l.failing && l.wake(now, in.deps.cfg.MaxOutboxBackoff) {
+				pass = true
 			}
 		}
 	}
+	if pass {
+		in.passSoon(ctx) // one pass for every lane woken
+	}
 }
 
-// wake ends a failing lane's wait: its probe goes at the next pass, and a
-// probe already out that fails does not make the next one wait.
-func (in *installation) wake(ctx actor.Context, l *lane) {
-	if l.due(in.deps.cfg.Clock(), in.deps.cfg.MaxOutboxBackoff) {
+// wake ends a failing lane's wait: its probe may go at once (the caller
+// runs passSoon when wake reports so), and a probe already out that fails
+// does not make the next one wait.
+func (l *lane) wake(now time.Time, max time.Duration) bool {
+	if l.due(now, max) {
 		l.seen = true // its probe is out, or about to be
-		return
+		return false
 	}
 	l.probeAt = time.Time{}
-	in.scheduleRetry(ctx)
+	return true
 }
 
 // due reports whether a failing lane may offer its probe at now. A wait
@@ -452,14 +459,8 @@ func (in *installation) outboxResult(ctx actor.Context, r *messages.OutboxResult
 		}
 		in.scheduleRetry(ctx)
 	}
-	if recovered {
-		now := in.deps.cfg.Clock()
-		if in.recoveredAt.IsZero() || now.Sub(in.recoveredAt) >= in.deps.cfg.OutboxRetryInterval {
-			in.recoveredAt = now
-			in.readOutbox(ctx, true) // pumps
-			return
-		}
-		in.scheduleRetry(ctx)
+	if recovered && in.passSoon(ctx) {
+		return // it pumps
 	}
 	if l != nil && l.stored && !l.failing && in.lanes[l.name] == l && l.room(in.deps.cfg.MaxOutboxAhead) >= in.deps.cfg.MaxOutboxAhead/2 {
 		if in.scanLanes(l.read, l) {
@@ -467,6 +468,20 @@ func (in *installation) outboxResult(ctx actor.Context, r *messages.OutboxResult
 		}
 	}
 	in.pump(ctx)
+}
+
+// passSoon runs an outbox pass now (it pumps), at most one such pass per
+// OutboxRetryInterval, and otherwise leaves it to the timed one. It reports
+// whether it ran one.
+func (in *installation) passSoon(ctx actor.Context) bool {
+	now := in.deps.cfg.Clock()
+	if !in.eagerAt.IsZero() && !now.Before(in.eagerAt) && now.Sub(in.eagerAt) < in.deps.cfg.OutboxRetryInterval {
+		in.scheduleRetry(ctx)
+		return false
+	}
+	in.eagerAt = now
+	in.readOutbox(ctx, true)
+	return true
 }
 
 // scheduleRetry arranges one timed outbox pass after OutboxRetryInterval.
