@@ -103,6 +103,13 @@ func (a *asks) replied(m *askReply) {
 	}
 	delete(a.pending, m.slot)
 	a.free = append(a.free, m.slot)
+	if _, gone := m.msg.(*actor.DeadLetterResponse); gone {
+		// The receiver had stopped (a child that terminated as it was
+		// asked, or one of a stopping parent): as for a released ask,
+		// not an answer, and not a timeout either.
+		p.cont(nil, ErrClosed)
+		return
+	}
 	p.cont(m.msg, nil)
 }
 

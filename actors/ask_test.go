@@ -165,3 +165,25 @@ func TestAsksReleaseFailsPending(t *testing.T) {
 		}
 	}
 }
+
+// TestAsksDeadReceiverIsClosed: an ask whose receiver has stopped gets
+// protoactor's DeadLetterResponse; the continuation sees ErrClosed, not a
+// reply of an unexpected type (which the Installation took for a timeout:
+// a decrypt counted as a failure).
+func TestAsksDeadReceiverIsClosed(t *testing.T) {
+	sys := actor.NewActorSystem()
+	echo := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &echoer{} }))
+	_ = sys.Root.StopFuture(echo).Wait()
+	out := make(chan outcome, 1)
+	k := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &asker{echo: echo, timeout: time.Hour, out: out} }))
+	defer sys.Root.Stop(k)
+	sys.Root.Send(k, 7)
+	select {
+	case o := <-out:
+		if o.err != ErrClosed || o.got != nil {
+			t.Fatalf("an ask to a stopped actor ended with (%v, %v), want (nil, ErrClosed)", o.got, o.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("an ask to a stopped actor was never answered")
+	}
+}
