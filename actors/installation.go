@@ -366,7 +366,13 @@ func (in *installation) receive(ctx actor.Context, env *messages.IncomingEnvelop
 		return
 	}
 	if sender == in.identity.Public && pm.InstallationId == in.id {
-		ctx.Respond(&messages.Processed{}) // our own message, echoed
+		// Our own message, echoed on our own topic: a copy for our paired
+		// devices is theirs, never this one's, so it is not the
+		// recipient's word (else a copy whose devices' nodes are not known
+		// would be confirmed by its sender, and lost). Only a DH-fallback
+		// message to our own identity (entry "none": no paired device to
+		// encrypt for) is as much this installation's as any.
+		ctx.Respond(&messages.Processed{NotRecipient: pm.EncryptedMessage[noneKey] == nil})
 		return
 	}
 	if pm.InstallationId == "" || len(pm.InstallationId) > bundle.MaxInstallationIDLength {
@@ -544,11 +550,21 @@ func (in *installation) receiveDH(ctx actor.Context, env *messages.IncomingEnvel
 		return
 	}
 	if len(pt) == 0 && in.supervisors.closed {
-		// An advert (below) while the installation stops: its reset
-		// needs a SessionSupervisor, and none is spawned any more. Not
-		// taken, and not marked seen, so that it is taken when offered
-		// again, as by a stopped installation.
-		ctx.Respond(&messages.Processed{Error: messages.ErrorCode_CLOSED, Detail: "stopping: bundle advert not taken"})
+		// An advert (below) while the installation stops: no
+		// SessionSupervisor is spawned any more to reset its sessions,
+		// and nobody offers an advert again (it is published, not kept
+		// in an outbox; its sender is rate-limited). With no supervisor
+		// left for the peer, no PeerSession writes its records: they are
+		// marked stale here. One still stopping refuses it (rare).
+		if in.supervisors.find(sender) != nil {
+			ctx.Respond(&messages.Processed{Error: messages.ErrorCode_CLOSED, Detail: "stopping: bundle advert not taken"})
+			return
+		}
+		if err := in.staleNow(sender, pm.InstallationId); err != nil {
+			ctx.Respond(&messages.Processed{Error: messages.ErrorCode_STORE, Detail: err.Error()})
+			return
+		}
+		ctx.Respond(&messages.Processed{})
 		return
 	}
 	digest := keys.Keccak256(ek[:], e.Payload)
@@ -568,6 +584,31 @@ func (in *installation) receiveDH(ctx actor.Context, env *messages.IncomingEnvel
 		return
 	}
 	ctx.Respond(&messages.Processed{})
+}
+
+// staleNow marks the stored sessions with a peer installation stale (as a
+// PeerSession does on ResetSending), for an installation that stops and has
+// no SessionSupervisor for the peer: nothing else writes those records, and
+// the next supervisor reads the mark (loadIndex).
+func (in *installation) staleNow(peer keys.PublicKey, peerInstallation string) error {
+	var writes []persistence.Write
+	err := in.deps.store.Scan(persistence.SessionPrefix(in.id, peer[:]), func(k, v []byte) error {
+		var rec messages.SessionRecord
+		if proto.Unmarshal(v, &rec) != nil || rec.PeerInstallationId != peerInstallation || rec.Stale {
+			return nil // an unreadable one is reported when it is loaded
+		}
+		rec.Stale = true
+		w, err := recordWrite(append([]byte(nil), k...), &rec)
+		if err != nil {
+			return err
+		}
+		writes = append(writes, w)
+		return nil
+	})
+	if err != nil || len(writes) == 0 {
+		return err
+	}
+	return in.deps.commit(writes)
 }
 
 func (in *installation) receiveRatchet(ctx actor.Context, env *messages.IncomingEnvelope, pm *messages.ProtocolMessage, e *messages.EncryptedMessageProtocol, sender keys.PublicKey) {
