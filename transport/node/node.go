@@ -55,6 +55,11 @@ const (
 	// DefaultMaxTopicsPerPeer bounds the topics one peer node announces
 	// (two per hosted account, plus public chats).
 	DefaultMaxTopicsPerPeer = 1 << 16
+	// DefaultPeerExpiry: a peer node silent for this long is no longer
+	// waited for (PublishConfirm's targets), so a node gone for good does
+	// not hold up every envelope on the topics it announced (partitioned
+	// topics are shared); a restart takes less.
+	DefaultPeerExpiry = 30 * time.Second
 )
 
 // silentHellos: a peer node whose last announcement (Hello or Subscribed)
@@ -106,7 +111,13 @@ type Options struct {
 	// MaxTopicsPerPeer bounds the topics remembered for one peer
 	// (DefaultMaxTopicsPerPeer); more are dropped ("topic-limit").
 	MaxTopicsPerPeer int
-	Logger           *slog.Logger
+	// PeerExpiry: a peer whose last announcement is older is not a target
+	// of PublishConfirm until it announces itself again
+	// (DefaultPeerExpiry; at least silentHellos HelloIntervals). What
+	// only it hosted then fails (no subscriber, or no recipient) and stays
+	// in the sender's outbox.
+	PeerExpiry time.Duration
+	Logger     *slog.Logger
 }
 
 // Node is one node of the networked transport. It implements
@@ -163,6 +174,10 @@ func Start(o Options) (*Node, error) {
 	if o.HelloInterval <= 0 {
 		o.HelloInterval = DefaultHelloInterval
 	}
+	if o.PeerExpiry <= 0 {
+		o.PeerExpiry = DefaultPeerExpiry
+	}
+	o.PeerExpiry = max(o.PeerExpiry, silentHellos*o.HelloInterval)
 	if o.MaxPeers <= 0 {
 		o.MaxPeers = DefaultMaxPeers
 	}
@@ -361,8 +376,9 @@ func (n *Node) PublishConfirm(env *messages.Envelope, done func(error)) {
 	}
 	local := append([]*subscription(nil), n.subs[env.Topic]...)
 	var targets []string
+	now := time.Now()
 	for a, topics := range n.peers {
-		if topics[env.Topic] {
+		if topics[env.Topic] && now.Sub(n.lastHeard[a].at) <= n.o.PeerExpiry {
 			targets = append(targets, a)
 		}
 	}

@@ -80,3 +80,63 @@ func TestConfirmNeedsTheRecipient(t *testing.T) {
 		t.Fatal("confirmed, but the recipient's subscriber never ran")
 	}
 }
+
+// TestGonePeerIsNotWaitedFor: a node waits for every subscribing node it
+// knows, so a partition-mate's node that went away held up every envelope
+// on its topics, for good (nodes never forgot a peer). One silent for
+// PeerExpiry is no longer waited for.
+func TestGonePeerIsNotWaitedFor(t *testing.T) {
+	opts := func(peers ...string) node.Options {
+		return node.Options{Listen: "127.0.0.1:0", Peers: peers, HelloInterval: 50 * time.Millisecond,
+			DeliverTimeout: 500 * time.Millisecond, PeerExpiry: 2 * time.Second}
+	}
+	a, err := node.Start(opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	mate, err := node.Start(opts(a.Address()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	home, err := node.Start(opts(a.Address()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer home.Close()
+	const topic = "partition"
+	if _, err := mate.Subscribe(topic, func(transport.Delivery) error { return transport.ErrNotRecipient }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := home.Subscribe(topic, func(transport.Delivery) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a to learn both nodes", func() bool {
+		st := a.Stats()
+		return st.PeerTopics[mate.Address()] == 1 && st.PeerTopics[home.Address()] == 1
+	})
+	sender, err := keys.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recipient, err := keys.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := transport.Seal(sender.Private, topic, &recipient.Public, []byte("for the recipient"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-confirmAsync(a, env); err != nil {
+		t.Fatalf("both nodes up: %v", err)
+	}
+	closed := time.Now()
+	mate.Close() // about a second
+	if err := <-confirmAsync(a, env); err == nil {
+		t.Fatalf("the mate's node went away %v ago, and was not waited for: want an error until PeerExpiry", time.Since(closed).Round(time.Millisecond))
+	}
+	time.Sleep(time.Until(closed.Add(2500 * time.Millisecond)))
+	if err := <-confirmAsync(a, env); err != nil {
+		t.Fatalf("the mate's node is silent past PeerExpiry, and still waited for: %v", err)
+	}
+}
