@@ -88,7 +88,7 @@ func TestConfirmNeedsTheRecipient(t *testing.T) {
 func TestGonePeerIsNotWaitedFor(t *testing.T) {
 	opts := func(peers ...string) node.Options {
 		return node.Options{Listen: "127.0.0.1:0", Peers: peers, HelloInterval: 50 * time.Millisecond,
-			DeliverTimeout: 500 * time.Millisecond, PeerExpiry: 2 * time.Second}
+			DeliverTimeout: 500 * time.Millisecond, PeerExpiry: 3 * time.Second}
 	}
 	a, err := node.Start(opts())
 	if err != nil {
@@ -131,11 +131,11 @@ func TestGonePeerIsNotWaitedFor(t *testing.T) {
 		t.Fatalf("both nodes up: %v", err)
 	}
 	closed := time.Now()
-	mate.Close() // about a second
+	mate.Close() // up to 1.6 s: DeliverTimeout, then the remote layer's shutdown
 	if err := <-confirmAsync(a, env); err == nil {
 		t.Fatalf("the mate's node went away %v ago, and was not waited for: want an error until PeerExpiry", time.Since(closed).Round(time.Millisecond))
 	}
-	time.Sleep(time.Until(closed.Add(2500 * time.Millisecond)))
+	time.Sleep(time.Until(closed.Add(3500 * time.Millisecond)))
 	if err := <-confirmAsync(a, env); err != nil {
 		t.Fatalf("the mate's node is silent past PeerExpiry, and still waited for: %v", err)
 	}
