@@ -61,6 +61,7 @@ SIGTERM (or SIGINT) stops it gracefully: no new calls, running ones finish, stat
 	f.StringVar(&o.Listen, "listen", "127.0.0.1:7400", "host:port of this node on the networked transport")
 	f.StringSliceVar(&o.Peers, "peer", nil, "host:port of another node (repeatable)")
 	f.StringVar(&o.API, "api", "127.0.0.1:7401", "host:port of the gRPC API")
+	f.DurationVar(&o.PeerExpiry, "peer-expiry", 0, "stop waiting for a peer node silent this long (0: until restart); a node gone for good then no longer holds up its topics, but a device of a multi-device user on it misses what another device took")
 	f.StringVar(&metrics, "metrics-addr", "", "serve Prometheus metrics on this host:port")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd

@@ -55,11 +55,6 @@ const (
 	// DefaultMaxTopicsPerPeer bounds the topics one peer node announces
 	// (two per hosted account, plus public chats).
 	DefaultMaxTopicsPerPeer = 1 << 16
-	// DefaultPeerExpiry: a peer node silent for this long is no longer
-	// waited for (PublishConfirm's targets), so a node gone for good does
-	// not hold up every envelope on the topics it announced (partitioned
-	// topics are shared); a restart takes less.
-	DefaultPeerExpiry = 30 * time.Second
 )
 
 // silentHellos: a peer node whose last announcement (Hello or Subscribed)
@@ -112,10 +107,16 @@ type Options struct {
 	// (DefaultMaxTopicsPerPeer); more are dropped ("topic-limit").
 	MaxTopicsPerPeer int
 	// PeerExpiry: a peer whose last announcement is older is not a target
-	// of PublishConfirm until it announces itself again
-	// (DefaultPeerExpiry; at least silentHellos HelloIntervals). What
-	// only it hosted then fails (no subscriber, or no recipient) and stays
-	// in the sender's outbox.
+	// of PublishConfirm until it announces itself again (at least
+	// silentHellos HelloIntervals; zero, the default: a peer is waited for
+	// until this node restarts). What only it hosted then fails (no
+	// subscriber, or no recipient) and stays in the sender's outbox, and a
+	// node gone for good no longer holds up every envelope on the topics it
+	// announced (partitioned topics are shared). The price: confirmation
+	// is per identity, so a device of a multi-device recipient on an
+	// expired node misses what another device of that identity took. A
+	// deployment whose nodes come and go sets it; one with multi-device
+	// users whose nodes may stay away for long does not.
 	PeerExpiry time.Duration
 	Logger     *slog.Logger
 }
@@ -174,10 +175,9 @@ func Start(o Options) (*Node, error) {
 	if o.HelloInterval <= 0 {
 		o.HelloInterval = DefaultHelloInterval
 	}
-	if o.PeerExpiry <= 0 {
-		o.PeerExpiry = DefaultPeerExpiry
+	if o.PeerExpiry > 0 {
+		o.PeerExpiry = max(o.PeerExpiry, silentHellos*o.HelloInterval)
 	}
-	o.PeerExpiry = max(o.PeerExpiry, silentHellos*o.HelloInterval)
 	if o.MaxPeers <= 0 {
 		o.MaxPeers = DefaultMaxPeers
 	}
@@ -378,7 +378,7 @@ func (n *Node) PublishConfirm(env *messages.Envelope, done func(error)) {
 	var targets []string
 	now := time.Now()
 	for a, topics := range n.peers {
-		if topics[env.Topic] && now.Sub(n.lastHeard[a].at) <= n.o.PeerExpiry {
+		if topics[env.Topic] && (n.o.PeerExpiry <= 0 || now.Sub(n.lastHeard[a].at) <= n.o.PeerExpiry) {
 			targets = append(targets, a)
 		}
 	}

@@ -32,6 +32,9 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxPayload caps an envelope payload on the transport.
 	MaxPayload int
+	// PeerExpiry: a peer node silent this long is no longer waited for
+	// (node.Options.PeerExpiry; zero: until this node restarts).
+	PeerExpiry time.Duration
 }
 
 // Server is a running node.
@@ -61,7 +64,7 @@ func Start(o Options) (*Server, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{o: o, pending: map[string]*queue{}, ready: make(chan struct{})}
-	n, err := node.Start(node.Options{Listen: o.Listen, Peers: o.Peers, MaxPayload: o.MaxPayload, Logger: o.Logger})
+	n, err := node.Start(node.Options{Listen: o.Listen, Peers: o.Peers, MaxPayload: o.MaxPayload, PeerExpiry: o.PeerExpiry, Logger: o.Logger})
 	if err != nil {
 		return nil, err
 	}
