@@ -201,12 +201,8 @@ func (s *subscription) run(m *Memory) {
 	if n <= 0 {
 		n = DefaultConcurrency
 	}
-	slots := make(chan struct{}, n)
-	var inflight sync.WaitGroup
-	defer inflight.Wait()
-	// turn is closed once the previous delivery is taken: its handler
-	// called Delivery.Taken, or returned, or it never reached the handler.
-	turn := closedTurn
+	q := NewInOrder(n)
+	defer q.Drain()
 	for {
 		s.mu.Lock()
 		for len(s.queue) == 0 && !s.cancelled {
@@ -220,29 +216,22 @@ func (s *subscription) run(m *Memory) {
 		s.queue[0] = nil
 		s.queue = s.queue[1:]
 		s.mu.Unlock()
-		slots <- struct{}{}
-		inflight.Add(1)
-		prev, next := turn, make(chan struct{})
-		turn = next
+		t := q.Next()
 		go func() {
-			defer inflight.Done()
-			m.deliver(s, raw, prev, next)
-			<-slots
+			defer t.Done()
+			m.deliver(s, raw, t)
 		}()
 	}
 }
 
 // deliver parses and verifies an envelope (in parallel with the
 // subscription's other deliveries: the signature recovery is most of the
-// cost), waits for its turn (prev), and runs the handler. The handler gets
+// cost), waits for its turn, and runs the handler. The handler gets
 // the deliveries in their queue order: delivered in parallel, a
 // conversation's messages reached the receiver out of order, and three in
 // four of a durable burst's message keys were stored as skipped and deleted
 // again. A bad envelope is counted and dropped: it never reaches the engine.
-func (m *Memory) deliver(s *subscription, raw []byte, prev <-chan struct{}, next chan struct{}) {
-	var once sync.Once
-	pass := func() { once.Do(func() { close(next) }) }
-	defer pass()
+func (m *Memory) deliver(s *subscription, raw []byte, t *Turn) {
 	var env messages.Envelope
 	var d Delivery
 	err := proto.Unmarshal(raw, &env)
@@ -251,24 +240,17 @@ func (m *Memory) deliver(s *subscription, raw []byte, prev <-chan struct{}, next
 	}
 	// Every delivery waits for its turn, a bad one too: passing the turn
 	// on early would let the next delivery overtake the one before.
-	<-prev
+	t.Wait()
 	if err != nil {
 		m.rejected.Add(1)
 		return
 	}
 	m.delivered.Add(1)
-	d.Taken = pass
+	d.Taken = t.Pass
 	if err := s.handler(d); err != nil && !errors.Is(err, ErrNotRecipient) {
 		m.refused.Add(1) // the memory transport does not deliver again
 	}
 }
-
-// closedTurn is the turn of a delivery with none before it.
-var closedTurn = func() chan struct{} {
-	c := make(chan struct{})
-	close(c)
-	return c
-}()
 
 // Pending is the number of envelopes held in manual mode.
 func (m *Memory) Pending() int {
@@ -292,7 +274,9 @@ func (m *Memory) DeliverOne() bool {
 	q := m.pending[i]
 	m.pending = append(m.pending[:i], m.pending[i+1:]...)
 	m.mu.Unlock()
-	m.deliver(q.sub, q.raw, closedTurn, make(chan struct{}))
+	t := NewInOrder(1).Next() // on the caller's goroutine: nothing before it
+	m.deliver(q.sub, q.raw, t)
+	t.Done()
 	return true
 }
 

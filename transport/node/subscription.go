@@ -7,12 +7,12 @@ import (
 	"github.com/ratchetd/ratchetd/transport"
 )
 
-// subscription runs one handler in arrival order. A call begins once the
-// one before it returned, or called Delivery.Taken: the engine's gateway
-// does as soon as the delivery is in its installation's mailbox, so a
-// subscription's deliveries are decrypted in order and share group
-// commits, instead of waiting one commit each. At most maxPipelined calls
-// run at once.
+// subscription runs one handler in arrival order (transport.InOrder). A
+// call begins once the one before it returned, or called Delivery.Taken:
+// the engine's gateway does as soon as the delivery is in its
+// installation's mailbox, so a subscription's deliveries are decrypted in
+// order and share group commits, instead of waiting one commit each. At
+// most maxPipelined calls run at once.
 type subscription struct {
 	topic   string
 	handler transport.Handler
@@ -72,7 +72,7 @@ func (s *subscription) push(d transport.Delivery, done func(outcome)) {
 }
 
 func (s *subscription) run() {
-	slots := make(chan struct{}, maxPipelined)
+	q := transport.NewInOrder(maxPipelined)
 	for {
 		s.mu.Lock()
 		for len(s.queue) == 0 && !s.closed {
@@ -91,19 +91,23 @@ func (s *subscription) run() {
 			j.done(refused) // nobody took it: the sender must keep it
 			continue
 		}
-		slots <- struct{}{}
-		turn := make(chan struct{})
-		var once sync.Once
-		pass := func() { once.Do(func() { close(turn) }) }
-		d := j.d
-		d.Taken = pass
+		t := q.Next()
 		go func() {
+			t.Wait()
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed { // cancelled while it waited: never handed over
+				t.Done()
+				j.done(refused)
+				return
+			}
+			d := j.d
+			d.Taken = t.Pass
 			o := outcomeOf(s.handler(d))
-			pass()
-			<-slots
+			t.Done()
 			j.done(o)
 		}()
-		<-turn
 	}
 }
 
