@@ -53,9 +53,12 @@ func (t *Turn) Wait() { <-t.prev }
 // be called more than once.
 func (t *Turn) Pass() { t.once.Do(func() { close(t.next) }) }
 
-// Done ends the delivery: it passes the turn if that was not done, and
-// frees its place. Every Turn from Next must be Done, exactly once.
+// Done ends the delivery: it passes the turn if that was not done (once
+// the one before passed: order holds even for a delivery that never
+// waited), and frees its place. Every Turn from Next must be Done, exactly
+// once.
 func (t *Turn) Done() {
+	<-t.prev
 	t.Pass()
 	<-t.q.slots
 	t.q.wg.Done()

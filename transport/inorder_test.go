@@ -49,3 +49,33 @@ func TestInOrder(t *testing.T) {
 		t.Fatalf("%d in flight at once, want at most %d", m, inflight)
 	}
 }
+
+// TestInOrderPassLetsNextBegin: a delivery that passes its turn (Taken)
+// and then waits for the next one to reach the handler does not deadlock.
+func TestInOrderPassLetsNextBegin(t *testing.T) {
+	q := NewInOrder(2)
+	first, second := q.Next(), q.Next()
+	entered := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer first.Done()
+		first.Wait()
+		first.Pass()
+		select {
+		case <-entered:
+			close(done)
+		case <-time.After(5 * time.Second):
+		}
+	}()
+	go func() {
+		defer second.Done()
+		second.Wait()
+		close(entered)
+	}()
+	q.Drain()
+	select {
+	case <-done:
+	default:
+		t.Fatal("the second delivery did not begin while the first, having passed its turn, was still in the handler")
+	}
+}
