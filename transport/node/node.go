@@ -10,10 +10,10 @@
 // its local subscribers have processed it (for ratchetd: once the receiving
 // installation has committed it), and says whether one of them was its
 // recipient: partitioned topics are shared, and a partition-mate's
-// acknowledgement alone does not confirm an envelope to its sender. A publish that no node acknowledged is an
-// error, so the engine keeps it in its durable outbox and tries again:
-// nothing is lost when a peer node is down, and what is sent again is the
-// same ciphertext.
+// acknowledgement alone does not confirm an envelope to its sender. A
+// publish that no node acknowledged is an error, so the engine keeps it in
+// its durable outbox and tries again: nothing is lost when a peer node is
+// down, and what is sent again is the same ciphertext.
 //
 // Received envelopes are checked before anything else (transport.Open: size
 // cap, signature recovery); a refused one is dropped and counted by reason.
