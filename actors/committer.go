@@ -205,9 +205,24 @@ func (d *deps) commit(ws []persistence.Write) error {
 		return fmt.Errorf("%w: %w", errStore, err)
 	case <-w.timer.C:
 		// Not reused: the Committer may still answer on done.
-		return fmt.Errorf("%w: no answer from the Committer in %v", errStore, d.cfg.CommitTimeout)
+		return &lateCommitError{late: w.done, after: d.cfg.CommitTimeout}
 	}
 }
+
+// lateCommitError: a commit that did not answer within CommitTimeout. The
+// Committer may still apply it; late receives its outcome. A writer must
+// not write its keys again before that (a later write applied first would
+// be overwritten by this one, an older state).
+type lateCommitError struct {
+	late  <-chan error
+	after time.Duration
+}
+
+func (e *lateCommitError) Error() string {
+	return fmt.Sprintf("%v: no answer from the Committer in %v", errStore, e.after)
+}
+
+func (e *lateCommitError) Unwrap() error { return errStore }
 
 // commitWait is what a commit waits with: the answer's channel and the
 // CommitTimeout timer. They are recycled (two commits per message on the

@@ -42,6 +42,10 @@ type peerSession struct {
 	flushing   bool
 	// unloaded: the durable state could not be read (see reload).
 	unloaded bool
+	// late: a commit of this session did not answer in CommitTimeout and
+	// may still be applied; its outcome comes on late. Until it does, the
+	// session writes nothing and answers STORE (see reload).
+	late <-chan error
 	// absent: the last load found no record under the key (not even an
 	// unreadable one).
 	absent bool
@@ -169,7 +173,7 @@ func (s *peerSession) flush(ctx actor.Context) {
 	}
 	held, writes, notify := s.held, s.heldWrites, s.heldNotify
 	s.held, s.heldWrites, s.heldNotify, s.heldRecord = nil, nil, false, 0
-	if err := s.deps.commit(writes); err != nil {
+	if err := s.commit(writes); err != nil {
 		s.reload()
 		for _, h := range held {
 			ctx.Send(h.to, h.answer(err))
@@ -184,6 +188,22 @@ func (s *peerSession) flush(ctx actor.Context) {
 	}
 }
 
+// commit commits the session's writes; one that does not answer in time
+// leaves the session unloaded until it has (late).
+func (s *peerSession) commit(ws []persistence.Write) error {
+	err := s.deps.commit(ws)
+	var l *lateCommitError
+	if errors.As(err, &l) {
+		s.late, s.unloaded = l.late, true
+	}
+	return err
+}
+
+// errLatePending: the session's last commit did not answer yet; reading
+// the store now could give the state before it, and writing would then
+// be overwritten by it.
+var errLatePending = fmt.Errorf("%w: a commit of this session has not answered yet", errStore)
+
 // errCorruptRecord: a stored session or skipped key that does not parse
 // (as opposed to a store that failed to read it).
 var errCorruptRecord = errors.New("corrupt session record")
@@ -196,6 +216,15 @@ var errCorruptRecord = errors.New("corrupt session record")
 // rather than forgetting a state that is still on disk.
 func (s *peerSession) reload() error {
 	s.rec, s.sess = nil, nil
+	if s.late != nil {
+		select {
+		case <-s.late: // applied or refused: the store tells which
+			s.late = nil
+		default:
+			s.unloaded = true
+			return errLatePending
+		}
+	}
 	err := s.load()
 	switch {
 	case err == nil:
@@ -332,7 +361,7 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 		s.hold(ctx, heldReply{to: ctx.Sender(), encrypt: s.encrypted(resp, h, ct)}, w)
 		return nil // answered by flush
 	}
-	if err := s.deps.commit(s.marked(append(writes, w))); err != nil {
+	if err := s.commit(s.marked(append(writes, w))); err != nil {
 		// The supervisor indexed the new session when it made it: it does
 		// not exist, so the next send makes another.
 		ctx.Send(ctx.Parent(), &messages.SessionUpdate{PeerInstallationId: m.Reinit.PeerInstallationId, BundleId: m.Reinit.BundleId})
@@ -469,7 +498,7 @@ func (s *peerSession) decryptFresh(ctx actor.Context, m *messages.DecryptRequest
 	err = errors.Join(err, err2)
 	if err == nil {
 		writes = append(writes, more...)
-		err = s.deps.commit(writes)
+		err = s.commit(writes)
 	}
 	if err != nil {
 		resp.Error, resp.Detail = messages.ErrorCode_STORE, err.Error()
@@ -497,7 +526,7 @@ func (s *peerSession) markStale(ctx actor.Context) {
 	rec.State = s.sess.State.Snapshot()
 	w, err := recordWrite(s.storeKey, rec)
 	if err == nil {
-		err = s.deps.commit([]persistence.Write{w})
+		err = s.commit([]persistence.Write{w})
 	}
 	if err != nil {
 		s.deps.log.Warn("stale mark not persisted", "key", fmt.Sprintf("%x", s.storeKey), "err", err)

@@ -1,0 +1,166 @@
+package actors
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ratchetd/ratchetd/messages"
+	"github.com/ratchetd/ratchetd/persistence"
+	"github.com/ratchetd/ratchetd/transport"
+)
+
+// TestLateCommitIsNotOverwritten: a PeerSession's commit that does not
+// answer within CommitTimeout may still be applied later. The session used
+// to reload the store's older state at once and go on: its next commit,
+// queued behind the late one, then overwrote it with that older state.
+// Here that took b's stored chain back from m3's state (recv_n 5) to m0's
+// (2), while the late commit's skipped keys (message keys the record no
+// longer lists: never deleted) and m3's inbox record stayed, and m3, offered
+// again, was decrypted and delivered a second time. Now the session writes
+// nothing and answers STORE until the late commit has answered, then
+// reloads what the store holds.
+//
+// b receives m3 first (skipping m0..m2: their keys are stored with the
+// state); its commit hangs past CommitTimeout; m0 arrives meanwhile; then
+// the store answers. Every message must reach b's application once, and b,
+// hosted again, must read its session back whole.
+func TestLateCommitIsNotOverwritten(t *testing.T) {
+	store := newGatedCommitStore()
+	tr := transport.NewMemory(transport.MemoryOptions{Manual: true})
+	var mu sync.Mutex
+	got := map[string]int{}
+	e := NewEngine(Config{BundleResignInterval: time.Hour, CommitTimeout: 300 * time.Millisecond}, store, tr, func(m Message) {
+		mu.Lock()
+		got[string(m.Payload)]++
+		mu.Unlock()
+	})
+	defer func() {
+		store.armed.Store(false)
+		select {
+		case <-store.gate:
+		default:
+			close(store.gate)
+		}
+		e.Close()
+		tr.Close()
+	}()
+	a, aID, err := e.CreateInstallation(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, bID, err := e.CreateInstallation(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Request(b, &messages.BundleRequest{NowUnixNano: time.Now().UnixNano()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	br, _ := res.(*messages.BundleReply)
+	if br == nil || br.Bundle == nil {
+		t.Fatal("no bundle of b")
+	}
+	if _, err := e.Request(a, &messages.ImportBundle{Bundle: br.Bundle}); err != nil {
+		t.Fatal(err)
+	}
+	send := func(text string) transport.Delivery {
+		t.Helper()
+		res, err := e.Request(a, &messages.SendCommand{PeerIdentity: bID[:], Payload: []byte(text)})
+		if rep, _ := res.(*messages.SendReport); err != nil || rep == nil || rep.Error != messages.ErrorCode_OK {
+			t.Fatalf("send %q: %v %v", text, res, err)
+		}
+		env := tr.DropOne()
+		if env == nil {
+			t.Fatalf("send %q: nothing in the transport", text)
+		}
+		tr.DropAll() // a's other envelopes (bundle adverts), if any
+		d, err := transport.Open(env, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	h, err := e.get(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handler := e.gateway(h.pid)
+	if err := handler(send("hello")); err != nil {
+		t.Fatalf("first message: %v", err)
+	}
+	m := []transport.Delivery{send("m0"), send("m1"), send("m2"), send("m3")}
+
+	// m3's commit hangs past CommitTimeout.
+	store.armed.Store(true)
+	first := make(chan error, 1)
+	go func() { first <- handler(m[3]) }()
+	select {
+	case <-store.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("m3's commit never reached the store")
+	}
+	if err := <-first; err == nil {
+		t.Fatal("m3 was taken though its commit never answered")
+	}
+	// m0 arrives while that commit may still land.
+	second := make(chan error, 1)
+	go func() { second <- handler(m[0]) }()
+	time.Sleep(100 * time.Millisecond)
+	store.armed.Store(false)
+	close(store.gate) // the late commit is applied now
+	<-second
+	time.Sleep(100 * time.Millisecond)
+	// What the store holds now: m3's state (the next key is m4's, 5), not
+	// an older one written after it.
+	var recvN []uint32
+	if err := store.Scan(persistence.SessionPrefix(b, aID[:]), func(_, v []byte) error {
+		var rec messages.SessionRecord
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			return err
+		}
+		recvN = append(recvN, rec.GetState().GetRecvN())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(recvN) != 1 || recvN[0] != 5 {
+		t.Errorf("b's stored session after m3's late commit landed: recv_n %v, want [5] (m3's state): a write made meanwhile from the older state overwrote it", recvN)
+	}
+
+	// The sender offers what was not taken again, in order.
+	for i, d := range m[:3] {
+		if err := handler(d); err != nil {
+			t.Fatalf("m%d offered again: %v", i, err)
+		}
+	}
+	_ = handler(m[3]) // taken or a duplicate: its plaintext is in b's inbox either way
+
+	// b hosted again reads its session back.
+	if err := e.StopInstallation(b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.LoadInstallations(); err != nil {
+		t.Fatal(err)
+	}
+	h, err = e.get(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.gateway(h.pid)(send("m4")); err != nil { // loads the session
+		t.Fatalf("m4 after b was hosted again: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond) // redelivery of the inbox
+	mu.Lock()
+	defer mu.Unlock()
+	if c := e.Stats().Corrupt; c != 0 {
+		t.Errorf("%d stored records read back as corrupt: a later write overwrote the late commit's state", c)
+	}
+	for _, text := range []string{"hello", "m0", "m1", "m2", "m3", "m4"} {
+		if got[text] == 0 {
+			t.Errorf("%q never reached b's application (got %v)", text, got)
+		}
+	}
+}
