@@ -46,6 +46,9 @@ type peerSession struct {
 	// may still be applied; its outcome comes on late. Until it does, the
 	// session writes nothing and answers STORE (see reload).
 	late <-chan error
+	// staleWanted: a ResetSending came while the state could not be read;
+	// the mark is made once it is (ready).
+	staleWanted bool
 	// absent: the last load found no record under the key (not even an
 	// unreadable one).
 	absent bool
@@ -112,7 +115,7 @@ func (s *peerSession) receive(ctx actor.Context) {
 	case *actor.Stopping:
 		s.flush(ctx) // answer what is held before the session goes
 	case *messages.EncryptRequest:
-		if s.unloaded && s.reload() != nil {
+		if !s.ready(ctx) {
 			ctx.Respond(&messages.EncryptResponse{PeerInstallationId: m.PeerInstallationId, Error: messages.ErrorCode_STORE, Detail: "session state unavailable"})
 			return
 		}
@@ -121,9 +124,13 @@ func (s *peerSession) receive(ctx actor.Context) {
 		}
 	case *messages.ResetSending:
 		s.flush(ctx)
+		if !s.ready(ctx) {
+			s.staleWanted = true // marked once the state is read again
+			return
+		}
 		s.markStale(ctx)
 	case *messages.DecryptRequest:
-		if s.unloaded && s.reload() != nil {
+		if !s.ready(ctx) {
 			ctx.Respond(&messages.DecryptResponse{Error: messages.ErrorCode_STORE, Detail: "session state unavailable"})
 			return
 		}
@@ -186,6 +193,20 @@ func (s *peerSession) flush(ctx actor.Context) {
 	for _, h := range held {
 		ctx.Send(h.to, h.answer(nil))
 	}
+}
+
+// ready reads the durable state again if the session is unloaded (a
+// failed read, or a commit that answered late), and makes a stale mark
+// that waited for it. It reports whether the state is usable.
+func (s *peerSession) ready(ctx actor.Context) bool {
+	if s.unloaded && s.reload() != nil {
+		return false
+	}
+	if s.staleWanted {
+		s.staleWanted = false
+		s.markStale(ctx)
+	}
+	return !s.unloaded
 }
 
 // commit commits the session's writes; one that does not answer in time
@@ -320,6 +341,10 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 	var writes []persistence.Write
 	if m.Reinit != nil {
 		s.flush(ctx)
+		if s.unloaded { // its commit failed or answered late: write nothing now
+			resp.Error, resp.Detail = messages.ErrorCode_STORE, "session state unavailable"
+			return resp
+		}
 		cur, sess = s.rec, s.sess
 		// A fresh X3DH under this key replaces the old session (the same
 		// installation and SPK, after the peer lost its state: §5.4 caveat).
@@ -405,6 +430,10 @@ func (s *peerSession) decrypt(ctx actor.Context, m *messages.DecryptRequest) *me
 		// its state and initiated again): decrypt with a fresh responder
 		// state, and keep it only if the message authenticates (X3DH §3.3).
 		s.flush(ctx)
+		if s.unloaded { // its commit failed or answered late: write nothing now
+			resp.Error, resp.Detail = messages.ErrorCode_STORE, "session state unavailable"
+			return resp
+		}
 		return s.decryptFresh(ctx, m, h, payload, resp)
 	}
 	if s.sess == nil {
@@ -418,6 +447,10 @@ func (s *peerSession) decrypt(ctx actor.Context, m *messages.DecryptRequest) *me
 		// was taken, so say it only once that commit is durable. If it
 		// fails, the state goes back and this copy is decrypted anew.
 		s.flush(ctx)
+		if s.unloaded { // its commit failed and the state could not be read, or answered late
+			resp.Error, resp.Detail = messages.ErrorCode_STORE, "session state unavailable"
+			return resp
+		}
 		if s.sess == nil {
 			resp.Error, resp.Detail = messages.ErrorCode_NO_SESSION, "no session for this bundle id"
 			return resp
