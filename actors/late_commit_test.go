@@ -164,3 +164,124 @@ func TestLateCommitIsNotOverwritten(t *testing.T) {
 		}
 	}
 }
+
+// TestLateCommitOutlivesItsSession: a session stopped (passivated, or its
+// installation stopped) while a commit of its answered late used to go at
+// once; its successor read the store before that commit landed and wrote
+// after it, taking the state back as above. The stopping session now waits
+// for the late commit (at most another CommitTimeout) while its parent
+// holds the requests for it.
+func TestLateCommitOutlivesItsSession(t *testing.T) {
+	store := newGatedCommitStore()
+	tr := transport.NewMemory(transport.MemoryOptions{Manual: true})
+	e := NewEngine(Config{BundleResignInterval: time.Hour, CommitTimeout: 300 * time.Millisecond}, store, tr, func(Message) {})
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			store.armed.Store(false)
+			close(store.gate)
+		}
+	}
+	defer func() {
+		release()
+		e.Close()
+		tr.Close()
+	}()
+	a, aID, err := e.CreateInstallation(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, bID, err := e.CreateInstallation(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Request(b, &messages.BundleRequest{NowUnixNano: time.Now().UnixNano()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	br, _ := res.(*messages.BundleReply)
+	if br == nil || br.Bundle == nil {
+		t.Fatal("no bundle of b")
+	}
+	if _, err := e.Request(a, &messages.ImportBundle{Bundle: br.Bundle}); err != nil {
+		t.Fatal(err)
+	}
+	send := func(text string) transport.Delivery {
+		t.Helper()
+		res, err := e.Request(a, &messages.SendCommand{PeerIdentity: bID[:], Payload: []byte(text)})
+		if rep, _ := res.(*messages.SendReport); err != nil || rep == nil || rep.Error != messages.ErrorCode_OK {
+			t.Fatalf("send %q: %v %v", text, res, err)
+		}
+		env := tr.DropOne()
+		if env == nil {
+			t.Fatalf("send %q: nothing in the transport", text)
+		}
+		tr.DropAll()
+		d, err := transport.Open(env, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	handlerOf := func() transport.Handler {
+		h, err := e.get(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.gateway(h.pid)
+	}
+	if err := handlerOf()(send("hello")); err != nil {
+		t.Fatalf("first message: %v", err)
+	}
+	m := []transport.Delivery{send("m0"), send("m1"), send("m2"), send("m3")}
+	store.armed.Store(true)
+	if err := handlerOf()(m[3]); err == nil {
+		t.Fatal("m3 was taken though its commit never answered")
+	}
+
+	// b stops while m3's commit is still unanswered.
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.StopInstallation(b) }()
+	select {
+	case err := <-stopped:
+		// Gone at once (the old behaviour): hosted again, b reads the
+		// store now, before m3's commit lands, and m0 follows.
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.LoadInstallations(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- handlerOf()(m[0]) }()
+		time.Sleep(100 * time.Millisecond)
+		release()
+		<-done
+	case <-time.After(200 * time.Millisecond):
+		// Waiting for the late commit: it lands, then b stops.
+		release()
+		if err := <-stopped; err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.LoadInstallations(); err != nil {
+			t.Fatal(err)
+		}
+		_ = handlerOf()(m[0])
+	}
+	time.Sleep(100 * time.Millisecond)
+	var recvN []uint32
+	if err := store.Scan(persistence.SessionPrefix(b, aID[:]), func(_, v []byte) error {
+		var rec messages.SessionRecord
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			return err
+		}
+		recvN = append(recvN, rec.GetState().GetRecvN())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(recvN) != 1 || recvN[0] != 5 {
+		t.Errorf("b's stored session after its successor took m0: recv_n %v, want [5] (m3's state, m0 from a skipped key): the successor read the state from before the late commit and wrote after it", recvN)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
@@ -114,6 +115,7 @@ func (s *peerSession) receive(ctx actor.Context) {
 		}
 	case *actor.Stopping:
 		s.flush(ctx) // answer what is held before the session goes
+		s.awaitLate()
 	case *messages.EncryptRequest:
 		if !s.ready(ctx) {
 			ctx.Respond(&messages.EncryptResponse{PeerInstallationId: m.PeerInstallationId, Error: messages.ErrorCode_STORE, Detail: "session state unavailable"})
@@ -218,6 +220,25 @@ func (s *peerSession) commit(ws []persistence.Write) error {
 		s.late, s.unloaded = l.late, true
 	}
 	return err
+}
+
+// awaitLate holds a stopping session until its late commit has answered
+// (at most another CommitTimeout): its successor (a passivated session's,
+// or the installation's staleNow once no supervisor is left) reads the
+// store, and must not read the state from before that commit and write
+// after it. Its parent holds the requests for this key meanwhile.
+func (s *peerSession) awaitLate() {
+	if s.late == nil {
+		return
+	}
+	t := time.NewTimer(s.deps.cfg.CommitTimeout)
+	defer t.Stop()
+	select {
+	case <-s.late:
+		s.late = nil
+	case <-t.C:
+		s.deps.log.Warn("session stops with a commit still unanswered", "key", fmt.Sprintf("%x", s.storeKey))
+	}
 }
 
 // errLatePending: the session's last commit did not answer yet; reading
