@@ -108,6 +108,8 @@ type sessionFixture struct {
 	local, peerInstallation string
 	storeKey                []byte
 	mem                     *persistence.Memory
+	spk                     keys.KeyPair // B's signed prekey (a fresh X3DH on the same bundle id)
+	rnd                     *chachaReader
 }
 
 func newSessionFixture(t *testing.T, seed string) *sessionFixture {
@@ -123,9 +125,9 @@ func newSessionFixture(t *testing.T, seed string) *sessionFixture {
 		}
 		return kp
 	}
-	f := &sessionFixture{peer: mustKey(), local: "local-installation", peerInstallation: "peer-installation"}
+	f := &sessionFixture{peer: mustKey(), local: "local-installation", peerInstallation: "peer-installation", rnd: rnd}
 	spk := mustKey()
-	f.bundleID = spk.Public
+	f.bundleID, f.spk = spk.Public, spk
 	var sk [32]byte
 	if _, err := rnd.Read(sk[:]); err != nil {
 		t.Fatal(err)

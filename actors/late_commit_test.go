@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ratchetd/ratchetd/crypto/keys"
 	"github.com/ratchetd/ratchetd/messages"
 	"github.com/ratchetd/ratchetd/persistence"
 	"github.com/ratchetd/ratchetd/transport"
@@ -28,66 +29,9 @@ import (
 // the store answers. Every message must reach b's application once, and b,
 // hosted again, must read its session back whole.
 func TestLateCommitIsNotOverwritten(t *testing.T) {
-	store := newGatedCommitStore()
-	tr := transport.NewMemory(transport.MemoryOptions{Manual: true})
-	var mu sync.Mutex
-	got := map[string]int{}
-	e := NewEngine(Config{BundleResignInterval: time.Hour, CommitTimeout: 300 * time.Millisecond}, store, tr, func(m Message) {
-		mu.Lock()
-		got[string(m.Payload)]++
-		mu.Unlock()
-	})
-	defer func() {
-		store.armed.Store(false)
-		select {
-		case <-store.gate:
-		default:
-			close(store.gate)
-		}
-		e.Close()
-		tr.Close()
-	}()
-	a, aID, err := e.CreateInstallation(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, bID, err := e.CreateInstallation(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := e.Request(b, &messages.BundleRequest{NowUnixNano: time.Now().UnixNano()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	br, _ := res.(*messages.BundleReply)
-	if br == nil || br.Bundle == nil {
-		t.Fatal("no bundle of b")
-	}
-	if _, err := e.Request(a, &messages.ImportBundle{Bundle: br.Bundle}); err != nil {
-		t.Fatal(err)
-	}
-	send := func(text string) transport.Delivery {
-		t.Helper()
-		res, err := e.Request(a, &messages.SendCommand{PeerIdentity: bID[:], Payload: []byte(text)})
-		if rep, _ := res.(*messages.SendReport); err != nil || rep == nil || rep.Error != messages.ErrorCode_OK {
-			t.Fatalf("send %q: %v %v", text, res, err)
-		}
-		env := tr.DropOne()
-		if env == nil {
-			t.Fatalf("send %q: nothing in the transport", text)
-		}
-		tr.DropAll() // a's other envelopes (bundle adverts), if any
-		d, err := transport.Open(env, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	h, err := e.get(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	handler := e.gateway(h.pid)
+	r := newLateRig(t)
+	e, store, b, aID, send := r.e, r.store, r.b, r.aID, r.send
+	handler := r.handler()
 	if err := handler(send("hello")); err != nil {
 		t.Fatalf("first message: %v", err)
 	}
@@ -109,8 +53,7 @@ func TestLateCommitIsNotOverwritten(t *testing.T) {
 	second := make(chan error, 1)
 	go func() { second <- handler(m[0]) }()
 	time.Sleep(100 * time.Millisecond)
-	store.armed.Store(false)
-	close(store.gate) // the late commit is applied now
+	r.release() // the late commit is applied now
 	<-second
 	time.Sleep(100 * time.Millisecond)
 	// What the store holds now: m3's state (the next key is m4's, 5), not
@@ -145,22 +88,18 @@ func TestLateCommitIsNotOverwritten(t *testing.T) {
 	if _, err := e.LoadInstallations(); err != nil {
 		t.Fatal(err)
 	}
-	h, err = e.get(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.gateway(h.pid)(send("m4")); err != nil { // loads the session
+	if err := r.handler()(send("m4")); err != nil { // loads the session
 		t.Fatalf("m4 after b was hosted again: %v", err)
 	}
 	time.Sleep(200 * time.Millisecond) // redelivery of the inbox
-	mu.Lock()
-	defer mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if c := e.Stats().Corrupt; c != 0 {
 		t.Errorf("%d stored records read back as corrupt: a later write overwrote the late commit's state", c)
 	}
 	for _, text := range []string{"hello", "m0", "m1", "m2", "m3", "m4"} {
-		if got[text] == 0 {
-			t.Errorf("%q never reached b's application (got %v)", text, got)
+		if r.got[text] == 0 {
+			t.Errorf("%q never reached b's application (got %v)", text, r.got)
 		}
 	}
 }
@@ -172,65 +111,8 @@ func TestLateCommitIsNotOverwritten(t *testing.T) {
 // for the late commit (at most another CommitTimeout) while its parent
 // holds the requests for it.
 func TestLateCommitOutlivesItsSession(t *testing.T) {
-	store := newGatedCommitStore()
-	tr := transport.NewMemory(transport.MemoryOptions{Manual: true})
-	e := NewEngine(Config{BundleResignInterval: time.Hour, CommitTimeout: 300 * time.Millisecond}, store, tr, func(Message) {})
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			store.armed.Store(false)
-			close(store.gate)
-		}
-	}
-	defer func() {
-		release()
-		e.Close()
-		tr.Close()
-	}()
-	a, aID, err := e.CreateInstallation(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, bID, err := e.CreateInstallation(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := e.Request(b, &messages.BundleRequest{NowUnixNano: time.Now().UnixNano()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	br, _ := res.(*messages.BundleReply)
-	if br == nil || br.Bundle == nil {
-		t.Fatal("no bundle of b")
-	}
-	if _, err := e.Request(a, &messages.ImportBundle{Bundle: br.Bundle}); err != nil {
-		t.Fatal(err)
-	}
-	send := func(text string) transport.Delivery {
-		t.Helper()
-		res, err := e.Request(a, &messages.SendCommand{PeerIdentity: bID[:], Payload: []byte(text)})
-		if rep, _ := res.(*messages.SendReport); err != nil || rep == nil || rep.Error != messages.ErrorCode_OK {
-			t.Fatalf("send %q: %v %v", text, res, err)
-		}
-		env := tr.DropOne()
-		if env == nil {
-			t.Fatalf("send %q: nothing in the transport", text)
-		}
-		tr.DropAll()
-		d, err := transport.Open(env, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	handlerOf := func() transport.Handler {
-		h, err := e.get(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e.gateway(h.pid)
-	}
+	r := newLateRig(t)
+	e, store, b, aID, send, handlerOf, release := r.e, r.store, r.b, r.aID, r.send, r.handler, r.release
 	if err := handlerOf()(send("hello")); err != nil {
 		t.Fatalf("first message: %v", err)
 	}
@@ -284,4 +166,92 @@ func TestLateCommitOutlivesItsSession(t *testing.T) {
 	if len(recvN) != 1 || recvN[0] != 5 {
 		t.Errorf("b's stored session after its successor took m0: recv_n %v, want [5] (m3's state, m0 from a skipped key): the successor read the state from before the late commit and wrote after it", recvN)
 	}
+}
+
+// lateRig is an engine on a gated store (CommitTimeout 300 ms) and a manual
+// memory transport, hosting a and b, where a has b's bundle; got counts
+// what reached b's application, by payload.
+type lateRig struct {
+	t        *testing.T
+	e        *Engine
+	store    *gatedCommitStore
+	tr       *transport.Memory
+	a, b     string
+	aID, bID keys.PublicKey
+	mu       sync.Mutex
+	got      map[string]int
+	released bool
+}
+
+func newLateRig(t *testing.T) *lateRig {
+	t.Helper()
+	r := &lateRig{t: t, store: newGatedCommitStore(), tr: transport.NewMemory(transport.MemoryOptions{Manual: true}), got: map[string]int{}}
+	r.e = NewEngine(Config{BundleResignInterval: time.Hour, CommitTimeout: 300 * time.Millisecond}, r.store, r.tr, func(m Message) {
+		r.mu.Lock()
+		r.got[string(m.Payload)]++
+		r.mu.Unlock()
+	})
+	t.Cleanup(func() {
+		r.release()
+		r.e.Close()
+		r.tr.Close()
+	})
+	var err error
+	if r.a, r.aID, err = r.e.CreateInstallation(nil); err != nil {
+		t.Fatal(err)
+	}
+	if r.b, r.bID, err = r.e.CreateInstallation(nil); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.e.Request(r.b, &messages.BundleRequest{NowUnixNano: time.Now().UnixNano()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	br, _ := res.(*messages.BundleReply)
+	if br == nil || br.Bundle == nil {
+		t.Fatal("no bundle of b")
+	}
+	if _, err := r.e.Request(r.a, &messages.ImportBundle{Bundle: br.Bundle}); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// release lets the store's commits through (once).
+func (r *lateRig) release() {
+	if !r.released {
+		r.released = true
+		r.store.armed.Store(false)
+		close(r.store.gate)
+	}
+}
+
+// send has a send text to b and returns its envelope, held by the
+// transport, as b's gateway would get it.
+func (r *lateRig) send(text string) transport.Delivery {
+	r.t.Helper()
+	res, err := r.e.Request(r.a, &messages.SendCommand{PeerIdentity: r.bID[:], Payload: []byte(text)})
+	if rep, _ := res.(*messages.SendReport); err != nil || rep == nil || rep.Error != messages.ErrorCode_OK {
+		r.t.Fatalf("send %q: %v %v", text, res, err)
+	}
+	env := r.tr.DropOne()
+	if env == nil {
+		r.t.Fatalf("send %q: nothing in the transport", text)
+	}
+	r.tr.DropAll() // a's other envelopes (bundle adverts), if any
+	d, err := transport.Open(env, 0)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return d
+}
+
+// handler is the gateway of b as now hosted.
+func (r *lateRig) handler() transport.Handler {
+	r.t.Helper()
+	h, err := r.e.get(r.b)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return r.e.gateway(h.pid)
 }

@@ -27,35 +27,9 @@ func TestReviewAdvertRefusedDuringStopIsLost(t *testing.T) {
 	p := newReviewPair(t)
 	defer p.close()
 	e := p.e
-	request := func(id string, msg any) any {
-		t.Helper()
-		res, err := e.Request(id, msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
-	bundleOf := func(id string) *messages.Bundle {
-		t.Helper()
-		br, _ := request(id, &messages.BundleRequest{NowUnixNano: time.Now().UnixNano()}).(*messages.BundleReply)
-		if br == nil || br.Bundle == nil {
-			t.Fatal("no bundle")
-		}
-		return br.Bundle
-	}
-	c, cID, err := e.CreateInstallation(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	request(p.a, &messages.ImportBundle{Bundle: bundleOf(c)})
-	request(p.b, &messages.ImportBundle{Bundle: bundleOf(p.a)})
-	send := func(from string, to keys.PublicKey, payload string) {
-		t.Helper()
-		rep, _ := request(from, &messages.SendCommand{PeerIdentity: to[:], Payload: []byte(payload)}).(*messages.SendReport)
-		if rep == nil || rep.Error != messages.ErrorCode_OK || rep.Envelopes != 1 {
-			t.Fatalf("send %q: %v", payload, rep)
-		}
-	}
+	request := func(id string, msg any) any { return p.request(t, id, msg) }
+	send := func(from string, to keys.PublicKey, payload string) { p.send(t, from, to, payload) }
+	_, cID := p.third(t)
 	send(p.a, p.bID, "a to b")
 	send(p.a, cID, "a to c")
 	p.tr.DropAll()

@@ -93,6 +93,46 @@ func (p *reviewPair) close() {
 	p.tr.Close()
 }
 
+// request asks installation id and fails the test on an error.
+func (p *reviewPair) request(t *testing.T, id string, msg any) any {
+	t.Helper()
+	res, err := p.e.Request(id, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// send sends payload and requires one envelope published.
+func (p *reviewPair) send(t *testing.T, from string, to keys.PublicKey, payload string) {
+	t.Helper()
+	rep, _ := p.request(t, from, &messages.SendCommand{PeerIdentity: to[:], Payload: []byte(payload)}).(*messages.SendReport)
+	if rep == nil || rep.Error != messages.ErrorCode_OK || rep.Envelopes != 1 {
+		t.Fatalf("send %q: %v", payload, rep)
+	}
+}
+
+// third hosts an installation c whose bundle a has, and gives b a's
+// bundle, so that a can have two SessionSupervisors and b can write to a.
+func (p *reviewPair) third(t *testing.T) (string, keys.PublicKey) {
+	t.Helper()
+	bundleOf := func(id string) *messages.Bundle {
+		t.Helper()
+		br, _ := p.request(t, id, &messages.BundleRequest{NowUnixNano: time.Now().UnixNano()}).(*messages.BundleReply)
+		if br == nil || br.Bundle == nil {
+			t.Fatal("no bundle")
+		}
+		return br.Bundle
+	}
+	c, cID, err := p.e.CreateInstallation(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.request(t, p.a, &messages.ImportBundle{Bundle: bundleOf(c)})
+	p.request(t, p.b, &messages.ImportBundle{Bundle: bundleOf(p.a)})
+	return c, cID
+}
+
 // sendAsync sends payload from a to b and returns the report's channel.
 func (p *reviewPair) sendAsync(payload string) <-chan any {
 	out := make(chan any, 1)
@@ -230,35 +270,8 @@ func TestReviewStopInstallationDuringDeliveryNeverEnds(t *testing.T) {
 	p := newReviewPair(t)
 	defer p.close()
 	e := p.e
-	request := func(id string, msg any) any {
-		t.Helper()
-		res, err := e.Request(id, msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
-	bundleOf := func(id string) *messages.Bundle {
-		t.Helper()
-		br, _ := request(id, &messages.BundleRequest{NowUnixNano: time.Now().UnixNano()}).(*messages.BundleReply)
-		if br == nil || br.Bundle == nil {
-			t.Fatal("no bundle")
-		}
-		return br.Bundle
-	}
-	c, cID, err := e.CreateInstallation(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	request(p.a, &messages.ImportBundle{Bundle: bundleOf(c)})
-	request(p.b, &messages.ImportBundle{Bundle: bundleOf(p.a)})
-	send := func(from string, to keys.PublicKey, payload string) {
-		t.Helper()
-		rep, _ := request(from, &messages.SendCommand{PeerIdentity: to[:], Payload: []byte(payload)}).(*messages.SendReport)
-		if rep == nil || rep.Error != messages.ErrorCode_OK || rep.Envelopes != 1 {
-			t.Fatalf("send %q: %v", payload, rep)
-		}
-	}
+	send := func(from string, to keys.PublicKey, payload string) { p.send(t, from, to, payload) }
+	_, cID := p.third(t)
 	// a has a SessionSupervisor for b and one for c.
 	send(p.a, p.bID, "a to b")
 	send(p.a, cID, "a to c")
