@@ -411,7 +411,7 @@ func (in *installation) receive(ctx actor.Context, env *messages.IncomingEnvelop
 			return
 		}
 		in.deps.stats.notForDevice.Add(1)
-		in.advertise(ctx, from, "device not addressed", processed)
+		in.advertise(ctx, from, "device not addressed", func(error) { processed() })
 	case entry.DrHeader != nil:
 		in.receiveRatchet(ctx, env, &pm, entry, sender)
 	case entry.DhHeader != nil:
@@ -551,11 +551,12 @@ func (in *installation) receiveDH(ctx actor.Context, env *messages.IncomingEnvel
 	}
 	if len(pt) == 0 && in.supervisors.closed {
 		// An advert (below) while the installation stops: no
-		// SessionSupervisor is spawned any more to reset its sessions,
-		// and nobody offers an advert again (it is published, not kept
-		// in an outbox; its sender is rate-limited). With no supervisor
-		// left for the peer, no PeerSession writes its records: they are
-		// marked stale here. One still stopping refuses it (rare).
+		// SessionSupervisor is spawned any more to reset its sessions.
+		// With no supervisor left for the peer, no PeerSession writes its
+		// records: they are marked stale here, since a transport that
+		// does not confirm delivery never offers the advert again (its
+		// sender is rate-limited). One still stopping refuses it: only a
+		// confirming transport offers it again (the sender's outbox).
 		if in.supervisors.find(sender) != nil {
 			ctx.Respond(&messages.Processed{Error: messages.ErrorCode_CLOSED, Detail: "stopping: bundle advert not taken"})
 			return
@@ -667,7 +668,7 @@ func (in *installation) receiveRatchet(ctx actor.Context, env *messages.Incoming
 			// or it is another of our installations' session): answer with
 			// our current bundle so it starts a new one (account recovery;
 			// rate-limited).
-			in.advertise(ctx, from, "decrypt failed: "+code.String(), processed)
+			in.advertise(ctx, from, "decrypt failed: "+code.String(), func(error) { processed() })
 			return
 		}
 		processed()
@@ -696,14 +697,16 @@ func (in *installation) refuseAhead(envelopeID []byte) bool {
 // advertise sends a peer installation an empty DH message that carries our
 // bundle, at most once per BundleAdvertInterval (status-compat.md §10.3:
 // Status accepts it; the payload decrypts to nothing and the bundle is
-// stored). done runs once the advert is published, or skipped.
-func (in *installation) advertise(ctx actor.Context, to deviceKey, why string, done func()) {
+// stored). done runs once the advert is published (in the outbox, with a
+// transport that confirms delivery), or skipped (nil), or with why it was
+// not.
+func (in *installation) advertise(ctx actor.Context, to deviceKey, why string, done func(error)) {
 	// Rate-limited per identity: the advert goes to the identity's topic
 	// (every installation of it reads it), and the installation id is the
 	// sender's to choose, so keying on it would let a peer lift the limit.
 	now := in.deps.cfg.Clock()
 	if last, ok := in.lastAdvert[to.identity]; ok && now.Sub(last) < in.deps.cfg.BundleAdvertInterval {
-		done()
+		done(nil)
 		return
 	}
 	if len(in.lastAdvert) >= in.deps.cfg.ReplayCacheSize {
@@ -713,9 +716,17 @@ func (in *installation) advertise(ctx actor.Context, to deviceKey, why string, d
 	in.deps.stats.adverts.Add(1)
 	in.deps.log.Debug("advertising bundle", "installation", in.id, "to", to.installation, "why", why)
 	in.withBundle(ctx, func(b *messages.BundleReply) {
-		defer done()
+		failed := func(err error) {
+			in.deps.log.Warn("bundle advert not published", "installation", in.id, "err", err)
+			// Not rate-limited by an advert that never left.
+			if last, ok := in.lastAdvert[to.identity]; ok && last.Equal(now) {
+				delete(in.lastAdvert, to.identity)
+			}
+			done(err)
+		}
 		ek, payload, err := dhfallback.Seal(in.deps.cfg.Rand, to.identity, nil)
 		if err != nil {
+			failed(err)
 			return
 		}
 		pm := &messages.ProtocolMessage{
@@ -723,9 +734,31 @@ func (in *installation) advertise(ctx actor.Context, to deviceKey, why string, d
 			Bundles:          bundles(b),
 			EncryptedMessage: map[string]*messages.EncryptedMessageProtocol{noneKey: {DhHeader: &messages.DHHeader{Key: ek[:]}, Payload: payload}},
 		}
-		if err := in.publish(to.identity, pm); err != nil {
-			in.deps.log.Warn("bundle advert not published", "err", err)
+		env, err := in.seal(transport.PartitionedTopic(to.identity), &to.identity, pm)
+		if err != nil {
+			failed(err)
+			return
 		}
+		if _, confirms := in.deps.tr.(transport.Confirmer); confirms {
+			// Kept in the outbox like a send: offered again while the
+			// peer's node is down or refuses it (a stopping installation
+			// answers CLOSED), and after a restart. Published once, its
+			// sender would be rate-limited for BundleAdvertInterval.
+			in.publishKept(ctx, []*messages.Envelope{env}, func(_ int, err error) {
+				if err != nil {
+					failed(err)
+					return
+				}
+				done(nil)
+			})
+			return
+		}
+		in.deps.stats.published.Add(1)
+		if err := in.deps.tr.Publish(env); err != nil {
+			failed(err)
+			return
+		}
+		done(nil)
 	})
 }
 
@@ -770,8 +803,14 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 	}
 	if cmd.Advertise {
 		delete(in.lastAdvert, peer)
-		report.Envelopes = 1
-		in.advertise(ctx, deviceKey{peer, ""}, "requested", reply)
+		in.advertise(ctx, deviceKey{peer, ""}, "requested", func(err error) {
+			if err != nil {
+				report.Error, report.Detail = codeOf(err), err.Error()
+			} else {
+				report.Envelopes = 1
+			}
+			reply()
+		})
 		return
 	}
 	groups := []*sendGroup{{to: peer, entries: map[string]*messages.EncryptedMessageProtocol{}}}
@@ -905,35 +944,14 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 			reply()
 			return
 		}
-		writes, ids, err := in.outboxWrites(envs)
-		if err != nil {
-			report.Error, report.Detail = messages.ErrorCode_INTERNAL, err.Error()
-			reply()
-			return
-		}
 		// A confirming transport (the network): the outbox first, so that a
 		// crash or a peer that is down never loses an accepted send.
-		for _, id := range ids {
-			in.committing[string(id)] = true
-		}
-		f := ctx.RequestFuture(in.deps.committer, commitRequest(writes), in.deps.cfg.RequestTimeout)
-		ctx.ReenterAfter(f, func(res any, err error) {
-			for _, id := range ids {
-				delete(in.committing, string(id))
-			}
-			if ack, _ := res.(*messages.CommitAck); err != nil || ack == nil || ack.Error != messages.ErrorCode_OK {
-				report.Error, report.Detail = messages.ErrorCode_STORE, "outbox commit failed"
-				// It may still land (a timeout): a pass reads it then.
-				in.lateCommit(ctx, envs)
-				reply()
-				return
-			}
-			c := in.deps.tr.(transport.Confirmer)
-			for i, env := range envs {
-				if !in.publishOutbox(ctx, c, ids[i], env) {
-					report.Queued++
-				}
-				report.Envelopes++
+		in.publishKept(ctx, envs, func(queued int, err error) {
+			if err != nil {
+				report.Error, report.Detail = codeOf(err), err.Error()
+			} else {
+				report.Envelopes += int32(len(envs))
+				report.Queued += int32(queued)
 			}
 			reply()
 		})
@@ -1025,10 +1043,6 @@ func bundles(b *messages.BundleReply) []*messages.Bundle {
 }
 
 // publish sends a ProtocolMessage to an identity on its partitioned topic.
-func (in *installation) publish(to keys.PublicKey, pm *messages.ProtocolMessage) error {
-	return in.publishOn(transport.PartitionedTopic(to), &to, pm)
-}
-
 func (in *installation) publishOn(topic string, to *keys.PublicKey, pm *messages.ProtocolMessage) error {
 	env, err := in.seal(topic, to, pm)
 	if err != nil {

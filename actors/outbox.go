@@ -272,6 +272,43 @@ func (in *installation) outboxWrites(envs []*messages.Envelope) ([]persistence.W
 	return writes, ids, nil
 }
 
+// publishKept commits envelopes to the outbox, then publishes them from it,
+// on a transport that confirms delivery (the networked one): each record
+// stays until the transport confirms it, and is offered again while it is
+// not, after a restart too. done gets how many wait their turn (not handed to
+// the transport yet), or why the records were not committed (errStore: they
+// may still land, and a pass publishes them then).
+func (in *installation) publishKept(ctx actor.Context, envs []*messages.Envelope, done func(queued int, err error)) {
+	writes, ids, err := in.outboxWrites(envs)
+	if err != nil {
+		done(0, err)
+		return
+	}
+	for _, id := range ids {
+		in.committing[string(id)] = true
+	}
+	f := ctx.RequestFuture(in.deps.committer, commitRequest(writes), in.deps.cfg.RequestTimeout)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		for _, id := range ids {
+			delete(in.committing, string(id))
+		}
+		if ack, _ := res.(*messages.CommitAck); err != nil || ack == nil || ack.Error != messages.ErrorCode_OK {
+			// It may still land (a timeout): a pass reads it then.
+			in.lateCommit(ctx, envs)
+			done(0, fmt.Errorf("%w: outbox commit failed", errStore))
+			return
+		}
+		c := in.deps.tr.(transport.Confirmer)
+		queued := 0
+		for i, env := range envs {
+			if !in.publishOutbox(ctx, c, ids[i], env) {
+				queued++
+			}
+		}
+		done(queued, nil)
+	})
+}
+
 // outboxIDSize: a record id is an 8-byte big-endian sequence number (the
 // clock in nanoseconds, or one more than the last, so it never goes back)
 // and the first 16 bytes of the envelope's signature. Records are scanned,

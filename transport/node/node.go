@@ -333,8 +333,8 @@ func (n *Node) unsubscribe(s *subscription) {
 	s.close()
 }
 
-// Publish sends an envelope without waiting for acknowledgements (bundle
-// adverts, contact codes: nothing that must survive a loss). It must not
+// Publish sends an envelope without waiting for acknowledgements (contact
+// codes, public chats: nothing that must survive a loss). It must not
 // wait: an actor may publish to a topic it subscribes to itself. What must
 // arrive goes through PublishConfirm, from the engine's outbox.
 func (n *Node) Publish(env *messages.Envelope) error {
