@@ -224,6 +224,98 @@ func (e *lateCommitError) Error() string {
 
 func (e *lateCommitError) Unwrap() error { return errStore }
 
+// lateCommits are the commits that answered late (lateCommitError), by the
+// store key of the session that made them, until their outcome has come. A
+// session that stops before it came (awaitLate gave up: a store wedged for
+// two CommitTimeouts) leaves it here, and its successor under the same key
+// (after a passivation, or its supervisor's or installation's stop) writes
+// nothing and answers STORE until it has come; the installation's staleNow
+// does not write that key meanwhile. In memory only: a late commit cannot
+// land once its process has ended.
+type lateCommits struct {
+	mu sync.Mutex
+	m  map[string]*lateCommit
+}
+
+// lateCommit is one commit that answered late. Whoever sees its outcome
+// first (landed, wait) closes done, so that every other reader sees it too.
+type lateCommit struct {
+	late <-chan error
+	keys [][]byte
+	done chan struct{}
+	once sync.Once
+}
+
+func (c *lateCommit) close() { c.once.Do(func() { close(c.done) }) }
+
+// landed reports whether the commit's outcome has come (applied or
+// refused: the store tells which).
+func (c *lateCommit) landed() bool {
+	select {
+	case <-c.done:
+		return true
+	case <-c.late:
+		c.close()
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits up to d for the outcome, and reports whether it came.
+func (c *lateCommit) wait(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-c.done:
+		return true
+	case <-c.late:
+		c.close()
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// add registers a late commit of the given session keys, whose outcome
+// comes on late.
+func (l *lateCommits) add(late <-chan error, keys ...[]byte) *lateCommit {
+	c := &lateCommit{late: late, keys: keys, done: make(chan struct{})}
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[string]*lateCommit{}
+	}
+	for _, k := range keys {
+		l.m[string(k)] = c
+	}
+	l.mu.Unlock()
+	return c
+}
+
+// pending returns key's late commit if its outcome has not come yet, nil
+// otherwise.
+func (l *lateCommits) pending(key []byte) *lateCommit {
+	l.mu.Lock()
+	c := l.m[string(key)]
+	l.mu.Unlock()
+	if c == nil || !c.landed() {
+		return c
+	}
+	l.forget(c)
+	return nil
+}
+
+// forget drops a commit whose outcome has come.
+func (l *lateCommits) forget(c *lateCommit) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range c.keys {
+		if l.m[string(k)] == c {
+			delete(l.m, string(k))
+		}
+	}
+}
+
 // commitWait is what a commit waits with: the answer's channel and the
 // CommitTimeout timer. They are recycled (two commits per message on the
 // hot path; a new timer and channel were 5 allocations each time), unless

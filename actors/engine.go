@@ -157,6 +157,7 @@ type deps struct {
 	committer *actor.PID
 	pool      *workerPool
 	watch     *topicWatch
+	lates     lateCommits
 
 	// The engine spawns one SessionSupervisor per peer identity and one
 	// PeerSession per conversation, each kept while it is active: with a

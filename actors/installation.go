@@ -598,6 +598,9 @@ func (in *installation) staleNow(peer keys.PublicKey, peerInstallation string) e
 		if proto.Unmarshal(v, &rec) != nil || rec.PeerInstallationId != peerInstallation || rec.Stale {
 			return nil // an unreadable one is reported when it is loaded
 		}
+		if in.deps.lates.pending(k) != nil {
+			return errLatePending // a session's commit may still land: not taken, offered again
+		}
 		rec.Stale = true
 		w, err := recordWrite(append([]byte(nil), k...), &rec)
 		if err != nil {
@@ -609,7 +612,16 @@ func (in *installation) staleNow(peer keys.PublicKey, peerInstallation string) e
 	if err != nil || len(writes) == 0 {
 		return err
 	}
-	return in.deps.commit(writes)
+	err = in.deps.commit(writes)
+	var l *lateCommitError
+	if errors.As(err, &l) {
+		keys := make([][]byte, len(writes))
+		for i, w := range writes {
+			keys[i] = w.Key
+		}
+		in.deps.lates.add(l.late, keys...)
+	}
+	return err
 }
 
 func (in *installation) receiveRatchet(ctx actor.Context, env *messages.IncomingEnvelope, pm *messages.ProtocolMessage, e *messages.EncryptedMessageProtocol, sender keys.PublicKey) {

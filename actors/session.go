@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
@@ -43,10 +42,11 @@ type peerSession struct {
 	flushing   bool
 	// unloaded: the durable state could not be read (see reload).
 	unloaded bool
-	// late: a commit of this session did not answer in CommitTimeout and
-	// may still be applied; its outcome comes on late. Until it does, the
-	// session writes nothing and answers STORE (see reload).
-	late <-chan error
+	// late: a commit under this session's key did not answer in
+	// CommitTimeout and may still be applied (deps.lates). Until its
+	// outcome has come the session writes nothing and answers STORE (see
+	// reload).
+	late *lateCommit
 	// staleWanted: a ResetSending came while the state could not be read;
 	// the mark is made once it is (ready).
 	staleWanted bool
@@ -106,6 +106,9 @@ func (s *peerSession) receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		s.deps.stats.sessionsActive.Add(1)
+		// A predecessor under this key that stopped with a commit still
+		// unanswered: that commit may land yet.
+		s.late = s.deps.lates.pending(s.storeKey)
 		s.reload()
 	case *actor.Stopped:
 		s.deps.stats.sessionsActive.Add(-1)
@@ -116,8 +119,17 @@ func (s *peerSession) receive(ctx actor.Context) {
 	case *actor.Stopping:
 		s.flush(ctx) // answer what is held before the session goes
 		s.awaitLate()
+		// A ResetSending taken while the state could not be read: its
+		// stale mark is made now, or the supervisor that reloads its index
+		// (it keeps the mark in memory only) sends on this session again.
+		if s.staleWanted && !s.ready(ctx) {
+			s.deps.log.Warn("session stops before its stale mark could be made", "key", fmt.Sprintf("%x", s.storeKey))
+		}
 	case *messages.EncryptRequest:
 		if !s.ready(ctx) {
+			if m.Reinit != nil {
+				s.reinitFailed(ctx, m)
+			}
 			ctx.Respond(&messages.EncryptResponse{PeerInstallationId: m.PeerInstallationId, Error: messages.ErrorCode_STORE, Detail: "session state unavailable"})
 			return
 		}
@@ -217,28 +229,27 @@ func (s *peerSession) commit(ws []persistence.Write) error {
 	err := s.deps.commit(ws)
 	var l *lateCommitError
 	if errors.As(err, &l) {
-		s.late, s.unloaded = l.late, true
+		s.late, s.unloaded = s.deps.lates.add(l.late, s.storeKey), true
 	}
 	return err
 }
 
 // awaitLate holds a stopping session until its late commit has answered
-// (at most another CommitTimeout): its successor (a passivated session's,
-// or the installation's staleNow once no supervisor is left) reads the
-// store, and must not read the state from before that commit and write
-// after it. Its parent holds the requests for this key meanwhile.
+// (at most another CommitTimeout), so that its successor (a passivated
+// session's, or the installation's staleNow once no supervisor is left)
+// can read the store at once. Its parent holds the requests for this key
+// meanwhile. Past that wait, deps.lates keeps the successor from writing
+// before the commit's outcome has come.
 func (s *peerSession) awaitLate() {
 	if s.late == nil {
 		return
 	}
-	t := time.NewTimer(s.deps.cfg.CommitTimeout)
-	defer t.Stop()
-	select {
-	case <-s.late:
-		s.late = nil
-	case <-t.C:
+	if !s.late.wait(s.deps.cfg.CommitTimeout) {
 		s.deps.log.Warn("session stops with a commit still unanswered", "key", fmt.Sprintf("%x", s.storeKey))
+		return
 	}
+	s.deps.lates.forget(s.late)
+	s.late = nil
 }
 
 // errLatePending: the session's last commit did not answer yet; reading
@@ -259,13 +270,12 @@ var errCorruptRecord = errors.New("corrupt session record")
 func (s *peerSession) reload() error {
 	s.rec, s.sess = nil, nil
 	if s.late != nil {
-		select {
-		case <-s.late: // applied or refused: the store tells which
-			s.late = nil
-		default:
+		if !s.late.landed() {
 			s.unloaded = true
 			return errLatePending
 		}
+		s.deps.lates.forget(s.late)
+		s.late = nil
 	}
 	err := s.load()
 	switch {
@@ -351,6 +361,13 @@ func (s *peerSession) marked(writes []persistence.Write) []persistence.Write {
 
 func (s *peerSession) bundleID() keys.PublicKey { return keys.PublicKey(s.rec.BundleId) }
 
+// reinitFailed tells the supervisor that a re-initialising encrypt made no
+// session: it indexed the new session when it made it, and the next send
+// must make another, not use one that does not exist.
+func (s *peerSession) reinitFailed(ctx actor.Context, m *messages.EncryptRequest) {
+	ctx.Send(ctx.Parent(), &messages.SessionUpdate{PeerInstallationId: m.Reinit.PeerInstallationId, BundleId: m.Reinit.BundleId})
+}
+
 // encrypt answers a failed encrypt, and one that re-initialises the
 // session, at once; an encrypt on the session is held for its batch's
 // commit (nil): no ciphertext leaves before its state is durable
@@ -363,6 +380,7 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 	if m.Reinit != nil {
 		s.flush(ctx)
 		if s.unloaded { // its commit failed or answered late: write nothing now
+			s.reinitFailed(ctx, m)
 			resp.Error, resp.Detail = messages.ErrorCode_STORE, "session state unavailable"
 			return resp
 		}
@@ -408,9 +426,7 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 		return nil // answered by flush
 	}
 	if err := s.commit(s.marked(append(writes, w))); err != nil {
-		// The supervisor indexed the new session when it made it: it does
-		// not exist, so the next send makes another.
-		ctx.Send(ctx.Parent(), &messages.SessionUpdate{PeerInstallationId: m.Reinit.PeerInstallationId, BundleId: m.Reinit.BundleId})
+		s.reinitFailed(ctx, m)
 		resp.Error, resp.Detail = messages.ErrorCode_STORE, err.Error()
 		return resp
 	}
