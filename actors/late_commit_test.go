@@ -183,10 +183,17 @@ type lateRig struct {
 	released bool
 }
 
-func newLateRig(t *testing.T) *lateRig {
+func newLateRig(t *testing.T) *lateRig { return newLateRigWith(t, Config{}) }
+
+// newLateRigWith is newLateRig with more of the engine's Config.
+func newLateRigWith(t *testing.T, cfg Config) *lateRig {
 	t.Helper()
 	r := &lateRig{t: t, store: newGatedCommitStore(), tr: transport.NewMemory(transport.MemoryOptions{Manual: true}), got: map[string]int{}}
-	r.e = NewEngine(Config{BundleResignInterval: time.Hour, CommitTimeout: 300 * time.Millisecond}, r.store, r.tr, func(m Message) {
+	cfg.BundleResignInterval = time.Hour
+	if cfg.CommitTimeout == 0 {
+		cfg.CommitTimeout = 300 * time.Millisecond
+	}
+	r.e = NewEngine(cfg, r.store, r.tr, func(m Message) {
 		r.mu.Lock()
 		r.got[string(m.Payload)]++
 		r.mu.Unlock()
@@ -218,21 +225,36 @@ func newLateRig(t *testing.T) *lateRig {
 }
 
 // release lets the store's commits through (once).
-func (r *lateRig) release() {
+func (r *lateRig) release() { r.releaseWith(false) }
+
+// releaseWith is release; refuse: the commit waiting at the gate, and every
+// later one, fails (a commit that answers late, refused).
+func (r *lateRig) releaseWith(refuse bool) {
 	if !r.released {
 		r.released = true
+		r.store.refuse.Store(refuse)
 		r.store.armed.Store(false)
 		close(r.store.gate)
 	}
+}
+
+// sendReport has a send text to b and returns its report.
+func (r *lateRig) sendReport(text string) *messages.SendReport {
+	r.t.Helper()
+	res, err := r.e.Request(r.a, &messages.SendCommand{PeerIdentity: r.bID[:], Payload: []byte(text)})
+	rep, _ := res.(*messages.SendReport)
+	if err != nil || rep == nil {
+		r.t.Fatalf("send %q: %v %v", text, res, err)
+	}
+	return rep
 }
 
 // send has a send text to b and returns its envelope, held by the
 // transport, as b's gateway would get it.
 func (r *lateRig) send(text string) transport.Delivery {
 	r.t.Helper()
-	res, err := r.e.Request(r.a, &messages.SendCommand{PeerIdentity: r.bID[:], Payload: []byte(text)})
-	if rep, _ := res.(*messages.SendReport); err != nil || rep == nil || rep.Error != messages.ErrorCode_OK {
-		r.t.Fatalf("send %q: %v %v", text, res, err)
+	if rep := r.sendReport(text); rep.Error != messages.ErrorCode_OK {
+		r.t.Fatalf("send %q: %v %s", text, rep.Error, rep.Detail)
 	}
 	env := r.tr.DropOne()
 	if env == nil {

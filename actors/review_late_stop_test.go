@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,147 +9,13 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ratchetd/ratchetd/crypto/keys"
 	"github.com/ratchetd/ratchetd/messages"
 	"github.com/ratchetd/ratchetd/persistence"
 	"github.com/ratchetd/ratchetd/transport"
 )
 
-// ---------------------------------------------------------------------------
-// Rig: an engine on a store whose commits, once armed, wait at a gate and
-// are then applied, or refused (a commit that answers late, with an error).
-// ---------------------------------------------------------------------------
-
-type r7Store struct {
-	*persistence.Memory
-	armed   atomic.Bool
-	refuse  atomic.Bool // every commit fails (the one waiting at the gate, and the Committer's one-by-one retries of its batch)
-	gate    chan struct{}
-	entered chan struct{}
-}
-
-func newR7Store() *r7Store {
-	return &r7Store{Memory: persistence.NewMemory(), gate: make(chan struct{}), entered: make(chan struct{}, 64)}
-}
-
-var errR7Refused = errors.New("r7: commit refused after a stall")
-
-func (s *r7Store) Commit(ws []persistence.Write) error {
-	if s.armed.Load() {
-		select {
-		case s.entered <- struct{}{}:
-		default:
-		}
-		<-s.gate
-	}
-	if s.refuse.Load() {
-		return errR7Refused
-	}
-	return s.Memory.Commit(ws)
-}
-
-type r7Rig struct {
-	t        *testing.T
-	e        *Engine
-	store    *r7Store
-	tr       *transport.Memory
-	a, b     string
-	aID, bID keys.PublicKey
-	mu       sync.Mutex
-	got      map[string]int
-	once     sync.Once
-}
-
-func newR7Rig(t *testing.T, cfg Config) *r7Rig {
-	t.Helper()
-	r := &r7Rig{t: t, store: newR7Store(), tr: transport.NewMemory(transport.MemoryOptions{Manual: true}), got: map[string]int{}}
-	cfg.BundleResignInterval = time.Hour
-	if cfg.CommitTimeout == 0 {
-		cfg.CommitTimeout = 300 * time.Millisecond
-	}
-	r.e = NewEngine(cfg, r.store, r.tr, func(m Message) {
-		r.mu.Lock()
-		r.got[string(m.Payload)]++
-		r.mu.Unlock()
-	})
-	t.Cleanup(func() {
-		r.release(false)
-		r.e.Close()
-		r.tr.Close()
-	})
-	var err error
-	if r.a, r.aID, err = r.e.CreateInstallation(nil); err != nil {
-		t.Fatal(err)
-	}
-	if r.b, r.bID, err = r.e.CreateInstallation(nil); err != nil {
-		t.Fatal(err)
-	}
-	res, err := r.e.Request(r.b, &messages.BundleRequest{NowUnixNano: time.Now().UnixNano()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	br, _ := res.(*messages.BundleReply)
-	if br == nil || br.Bundle == nil {
-		t.Fatal("no bundle of b")
-	}
-	if _, err := r.e.Request(r.a, &messages.ImportBundle{Bundle: br.Bundle}); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-// release opens the gate once; refuse: the commit waiting there fails.
-func (r *r7Rig) release(refuse bool) {
-	r.once.Do(func() {
-		r.store.refuse.Store(refuse)
-		r.store.armed.Store(false)
-		close(r.store.gate)
-	})
-}
-
-// sendReport has a send text to b and returns its report; the envelopes
-// stay in the transport (see send) or are dropped.
-func (r *r7Rig) sendReport(text string) *messages.SendReport {
-	r.t.Helper()
-	res, err := r.e.Request(r.a, &messages.SendCommand{PeerIdentity: r.bID[:], Payload: []byte(text)})
-	if err != nil {
-		r.t.Fatalf("send %q: %v", text, err)
-	}
-	rep, _ := res.(*messages.SendReport)
-	if rep == nil {
-		r.t.Fatalf("send %q: reply %T", text, res)
-	}
-	return rep
-}
-
-func (r *r7Rig) send(text string) transport.Delivery {
-	r.t.Helper()
-	if rep := r.sendReport(text); rep.Error != messages.ErrorCode_OK {
-		r.t.Fatalf("send %q: %v %s", text, rep.Error, rep.Detail)
-	}
-	env := r.tr.DropOne()
-	if env == nil {
-		r.t.Fatalf("send %q: nothing in the transport", text)
-	}
-	r.tr.DropAll()
-	d, err := transport.Open(env, 0)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return d
-}
-
-func (r *r7Rig) handler() transport.Handler {
-	r.t.Helper()
-	h, err := r.e.get(r.b)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return r.e.gateway(h.pid)
-}
-
 // recvN lists the recv_n of b's stored sessions with a.
-func (r *r7Rig) recvN() []uint32 {
+func (r *lateRig) recvN() []uint32 {
 	r.t.Helper()
 	var out []uint32
 	if err := r.store.Scan(persistence.SessionPrefix(r.b, r.aID[:]), func(_, v []byte) error {
@@ -178,7 +43,7 @@ func (r *r7Rig) recvN() []uint32 {
 // mark once the late commit has landed.
 // ---------------------------------------------------------------------------
 
-func TestReview7StaleMarkLostWhenSessionStops(t *testing.T) {
+func TestReviewLateStaleMarkLostWhenSessionStops(t *testing.T) {
 	f := newRVFixture(t, "r7-stale-stop")
 	h, ct, err := f.a.Encrypt([]byte("m1"))
 	if err != nil {
@@ -236,8 +101,8 @@ func TestReview7StaleMarkLostWhenSessionStops(t *testing.T) {
 // (reinitFailed).
 // ---------------------------------------------------------------------------
 
-func TestReview7ReinitDuringLateCommitLeavesPhantomSession(t *testing.T) {
-	r := newR7Rig(t, Config{})
+func TestReviewLateReinitDuringLateCommitLeavesPhantomSession(t *testing.T) {
+	r := newLateRig(t)
 	// a's first send to b runs X3DH; its commit stalls past CommitTimeout.
 	r.store.armed.Store(true)
 	rep := r.sendReport("x")
@@ -254,7 +119,7 @@ func TestReview7ReinitDuringLateCommitLeavesPhantomSession(t *testing.T) {
 	t.Logf("send y (during late commit): %v %s", rep.Error, rep.Detail)
 	// The stalled commit is refused (with the Committer's one-by-one
 	// retries of its batch), then the store works again.
-	r.release(true)
+	r.releaseWith(true)
 	time.Sleep(200 * time.Millisecond)
 	r.store.refuse.Store(false)
 	// The store works again: a send must get through (after at most a
@@ -293,8 +158,8 @@ func TestReview7ReinitDuringLateCommitLeavesPhantomSession(t *testing.T) {
 // deps.lates past its session, and the successor waits for its outcome.
 // ---------------------------------------------------------------------------
 
-func TestReview7StalledStoreSuccessorOverwritesLateCommit(t *testing.T) {
-	r := newR7Rig(t, Config{})
+func TestReviewLateStalledStoreSuccessorOverwritesLateCommit(t *testing.T) {
+	r := newLateRig(t)
 	if err := r.handler()(r.send("hello")); err != nil {
 		t.Fatalf("first message: %v", err)
 	}
@@ -313,7 +178,7 @@ func TestReview7StalledStoreSuccessorOverwritesLateCommit(t *testing.T) {
 		}
 		t.Logf("b stopped after %v with m3's commit still unanswered", time.Since(start).Round(time.Millisecond))
 	case <-time.After(5 * time.Second):
-		r.release(false)
+		r.release()
 		t.Fatal("b did not stop within 5 s")
 	}
 	if _, err := r.e.LoadInstallations(); err != nil {
@@ -322,7 +187,7 @@ func TestReview7StalledStoreSuccessorOverwritesLateCommit(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- r.handler()(m[0]) }()
 	time.Sleep(150 * time.Millisecond) // the successor has read the store and queued its commit
-	r.release(false)                   // m3's commit lands, then the successor's
+	r.release()                        // m3's commit lands, then the successor's
 	<-done
 	time.Sleep(150 * time.Millisecond)
 	if got := r.recvN(); len(got) != 1 || got[0] != 5 {
@@ -341,10 +206,10 @@ func TestReview7StalledStoreSuccessorOverwritesLateCommit(t *testing.T) {
 // Checks that hold.
 // ---------------------------------------------------------------------------
 
-// r7Committer holds every commit while hold is set (so each one answers
+// heldCommitter holds every commit while hold is set (so each one answers
 // late), applies the held ones in order on release, and counts commits
 // received while an earlier one was still held.
-type r7Committer struct {
+type heldCommitter struct {
 	store        *persistence.Memory
 	hold         atomic.Bool
 	mu           sync.Mutex
@@ -353,9 +218,9 @@ type r7Committer struct {
 	received     int
 }
 
-type r7Release struct{}
+type heldRelease struct{}
 
-func (c *r7Committer) Receive(ctx actor.Context) {
+func (c *heldCommitter) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *localCommit:
 		c.mu.Lock()
@@ -372,7 +237,7 @@ func (c *r7Committer) Receive(ctx actor.Context) {
 		if m.done != nil {
 			m.done <- err
 		}
-	case r7Release:
+	case heldRelease:
 		for _, q := range c.queue {
 			err := c.store.Commit(q.writes)
 			if q.done != nil {
@@ -386,7 +251,7 @@ func (c *r7Committer) Receive(ctx actor.Context) {
 	}
 }
 
-func (c *r7Committer) counts() (received, overtakers int) {
+func (c *heldCommitter) counts() (received, overtakers int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.received, c.whilePending
@@ -395,9 +260,9 @@ func (c *r7Committer) counts() (received, overtakers int) {
 // Two late commits in a row (the decrypt's, then the stale mark's made by
 // ready() once the first landed): nothing is written while either is
 // pending, the mark lands, and every message is taken once.
-func TestReview7TwoLateCommitsInARow(t *testing.T) {
+func TestReviewLateTwoLateCommitsInARow(t *testing.T) {
 	f := newRVFixture(t, "r7-two-late")
-	c := &r7Committer{store: f.mem}
+	c := &heldCommitter{store: f.mem}
 	c.hold.Store(true)
 	cfg := Config{CommitTimeout: 200 * time.Millisecond}.withDefaults()
 	d := &deps{cfg: cfg, store: f.mem, log: cfg.Logger, stats: &stats{}}
@@ -411,7 +276,7 @@ func TestReview7TwoLateCommitsInARow(t *testing.T) {
 	sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return p }))
 	session := <-p.child
 	release := func() {
-		if _, err := sys.Root.RequestFuture(d.committer, r7Release{}, 5*time.Second).Result(); err != nil {
+		if _, err := sys.Root.RequestFuture(d.committer, heldRelease{}, 5*time.Second).Result(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -475,8 +340,8 @@ func TestReview7TwoLateCommitsInARow(t *testing.T) {
 // Passivation (not a stop of the installation) while a commit is late:
 // the request that comes while the session waits in awaitLate is held by
 // the supervisor and handed to the successor, which reads m3's state.
-func TestReview7PassivationWaitsForLateCommit(t *testing.T) {
-	r := newR7Rig(t, Config{SessionIdleTimeout: 400 * time.Millisecond})
+func TestReviewLatePassivationWaitsForLateCommit(t *testing.T) {
+	r := newLateRigWith(t, Config{SessionIdleTimeout: 400 * time.Millisecond})
 	if err := r.handler()(r.send("hello")); err != nil {
 		t.Fatalf("first message: %v", err)
 	}
@@ -498,7 +363,7 @@ func TestReview7PassivationWaitsForLateCommit(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- r.handler()(m[0]) }()
 	time.Sleep(40 * time.Millisecond)
-	r.release(false)
+	r.release()
 	err := <-done
 	time.Sleep(150 * time.Millisecond)
 	if got := r.recvN(); len(got) != 1 || got[0] != 5 {
@@ -513,12 +378,12 @@ func TestReview7PassivationWaitsForLateCommit(t *testing.T) {
 	}
 }
 
-// The same schedule as TestReview7ReinitDuringLateCommitLeavesPhantomSession
+// The same schedule as TestReviewLateReinitDuringLateCommitLeavesPhantomSession
 // with a late commit that lands: the next send goes out (on the session the
 // late commit stored; the supervisor's index still holds the symmetric key
 // of the second X3DH, which never existed: only the tie-break sees it).
-func TestReview7ReinitDuringLateCommitThatLands(t *testing.T) {
-	r := newR7Rig(t, Config{})
+func TestReviewLateReinitDuringLateCommitThatLands(t *testing.T) {
+	r := newLateRig(t)
 	r.store.armed.Store(true)
 	if rep := r.sendReport("x"); rep.Error == messages.ErrorCode_OK {
 		t.Fatalf("send x: OK though its commit never answered")
@@ -526,7 +391,7 @@ func TestReview7ReinitDuringLateCommitThatLands(t *testing.T) {
 	r.tr.DropAll()
 	r.sendReport("y")
 	r.tr.DropAll()
-	r.release(false)
+	r.release()
 	time.Sleep(200 * time.Millisecond)
 	rep := r.sendReport("z")
 	r.tr.DropAll()

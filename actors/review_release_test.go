@@ -19,6 +19,7 @@ import (
 type gatedCommitStore struct {
 	*persistence.Memory
 	armed   atomic.Bool
+	refuse  atomic.Bool // every commit fails (one let through the gate, and the Committer's one-by-one retries of its batch)
 	gate    chan struct{}
 	entered chan struct{} // one value per commit that waited
 }
@@ -35,8 +36,13 @@ func (s *gatedCommitStore) Commit(ws []persistence.Write) error {
 		}
 		<-s.gate
 	}
+	if s.refuse.Load() {
+		return errGatedRefused
+	}
 	return s.Memory.Commit(ws)
 }
+
+var errGatedRefused = errors.New("gated store: commit refused after a stall")
 
 // reviewPair is an engine on a gated store and a manual in-memory
 // transport (nothing is delivered unless the test asks) hosting a and b,
