@@ -411,7 +411,7 @@ func (in *installation) receive(ctx actor.Context, env *messages.IncomingEnvelop
 			return
 		}
 		in.deps.stats.notForDevice.Add(1)
-		in.advertise(ctx, from, "device not addressed", func(error) { processed() })
+		in.advertise(ctx, from, "device not addressed", func(int, error) { processed() })
 	case entry.DrHeader != nil:
 		in.receiveRatchet(ctx, env, &pm, entry, sender)
 	case entry.DhHeader != nil:
@@ -680,7 +680,7 @@ func (in *installation) receiveRatchet(ctx actor.Context, env *messages.Incoming
 			// or it is another of our installations' session): answer with
 			// our current bundle so it starts a new one (account recovery;
 			// rate-limited).
-			in.advertise(ctx, from, "decrypt failed: "+code.String(), func(error) { processed() })
+			in.advertise(ctx, from, "decrypt failed: "+code.String(), func(int, error) { processed() })
 			return
 		}
 		processed()
@@ -710,15 +710,15 @@ func (in *installation) refuseAhead(envelopeID []byte) bool {
 // bundle, at most once per BundleAdvertInterval (status-compat.md §10.3:
 // Status accepts it; the payload decrypts to nothing and the bundle is
 // stored). done runs once the advert is published (in the outbox, with a
-// transport that confirms delivery), or skipped (nil), or with why it was
-// not.
-func (in *installation) advertise(ctx actor.Context, to deviceKey, why string, done func(error)) {
+// transport that confirms delivery: queued is 1 if it waits its turn there),
+// or skipped (nil), or with why it was not.
+func (in *installation) advertise(ctx actor.Context, to deviceKey, why string, done func(queued int, err error)) {
 	// Rate-limited per identity: the advert goes to the identity's topic
 	// (every installation of it reads it), and the installation id is the
 	// sender's to choose, so keying on it would let a peer lift the limit.
 	now := in.deps.cfg.Clock()
 	if last, ok := in.lastAdvert[to.identity]; ok && now.Sub(last) < in.deps.cfg.BundleAdvertInterval {
-		done(nil)
+		done(0, nil)
 		return
 	}
 	if len(in.lastAdvert) >= in.deps.cfg.ReplayCacheSize {
@@ -734,7 +734,13 @@ func (in *installation) advertise(ctx actor.Context, to deviceKey, why string, d
 			if last, ok := in.lastAdvert[to.identity]; ok && last.Equal(now) {
 				delete(in.lastAdvert, to.identity)
 			}
-			done(err)
+			done(0, err)
+		}
+		if b == nil || b.Bundle == nil {
+			// The publisher did not answer: an advert without a bundle
+			// would reset the peer's sessions and teach it nothing.
+			failed(fmt.Errorf("%w: no bundle from the BundlePublisher", ErrTimeout))
+			return
 		}
 		ek, payload, err := dhfallback.Seal(in.deps.cfg.Rand, to.identity, nil)
 		if err != nil {
@@ -756,12 +762,12 @@ func (in *installation) advertise(ctx actor.Context, to deviceKey, why string, d
 			// peer's node is down or refuses it (a stopping installation
 			// answers CLOSED), and after a restart. Published once, its
 			// sender would be rate-limited for BundleAdvertInterval.
-			in.publishKept(ctx, []*messages.Envelope{env}, func(_ int, err error) {
+			in.publishKept(ctx, []*messages.Envelope{env}, func(queued int, err error) {
 				if err != nil {
 					failed(err)
 					return
 				}
-				done(nil)
+				done(queued, nil)
 			})
 			return
 		}
@@ -770,7 +776,7 @@ func (in *installation) advertise(ctx actor.Context, to deviceKey, why string, d
 			failed(err)
 			return
 		}
-		done(nil)
+		done(0, nil)
 	})
 }
 
@@ -815,11 +821,11 @@ func (in *installation) send(ctx actor.Context, cmd *messages.SendCommand) {
 	}
 	if cmd.Advertise {
 		delete(in.lastAdvert, peer)
-		in.advertise(ctx, deviceKey{peer, ""}, "requested", func(err error) {
+		in.advertise(ctx, deviceKey{peer, ""}, "requested", func(queued int, err error) {
 			if err != nil {
 				report.Error, report.Detail = codeOf(err), err.Error()
 			} else {
-				report.Envelopes = 1
+				report.Envelopes, report.Queued = 1, int32(queued)
 			}
 			reply()
 		})
@@ -1054,7 +1060,8 @@ func bundles(b *messages.BundleReply) []*messages.Bundle {
 	return []*messages.Bundle{b.Bundle}
 }
 
-// publish sends a ProtocolMessage to an identity on its partitioned topic.
+// publishOn sends a ProtocolMessage on a topic, without the outbox (public
+// chats: nothing to confirm).
 func (in *installation) publishOn(topic string, to *keys.PublicKey, pm *messages.ProtocolMessage) error {
 	env, err := in.seal(topic, to, pm)
 	if err != nil {
