@@ -118,7 +118,17 @@ type Options struct {
 	// deployment whose nodes come and go sets it; one with multi-device
 	// users whose nodes may stay away for long does not.
 	PeerExpiry time.Duration
-	Logger     *slog.Logger
+	// WarmUp: after Start, PublishConfirm holds envelopes with a
+	// recipient until every one of the Peers has announced topics, or
+	// for this long at most (zero: silentHellos HelloIntervals; negative:
+	// no hold). Confirmation is per identity: a node that restarted and
+	// has heard from bob's desktop's node, not yet from his phone's, would
+	// otherwise confirm the backlog its engine offers at once (the first
+	// announcement wakes it) on the desktop's word alone, and the phone
+	// would never get it. A Peer that is down holds them for the whole
+	// WarmUp; then they go to the nodes this one knows.
+	WarmUp time.Duration
+	Logger *slog.Logger
 }
 
 // Node is one node of the networked transport. It implements
@@ -143,7 +153,13 @@ type Node struct {
 	incarnation uint64
 	lastHeard   map[string]announced
 	watchers    map[int]func([]string)
-	watcherN    int
+	// unheard: the Peers whose Hello with topics has not come since
+	// Start; warm is closed once none is left or Options.WarmUp has
+	// passed.
+	unheard  map[string]bool
+	warm     chan struct{}
+	warmOnce sync.Once
+	watcherN int
 
 	published, sent, received, delivered atomic.Int64
 	// bg tracks the goroutines that may still send to other nodes (acks,
@@ -178,6 +194,9 @@ func Start(o Options) (*Node, error) {
 	if o.PeerExpiry > 0 {
 		o.PeerExpiry = max(o.PeerExpiry, silentHellos*o.HelloInterval)
 	}
+	if o.WarmUp == 0 {
+		o.WarmUp = silentHellos * o.HelloInterval
+	}
 	if o.MaxPeers <= 0 {
 		o.MaxPeers = DefaultMaxPeers
 	}
@@ -207,6 +226,7 @@ func Start(o Options) (*Node, error) {
 		o: o, subs: map[string][]*subscription{}, peers: map[string]map[string]bool{}, known: map[string]bool{},
 		inflight: map[string]int{}, drops: map[string]int64{}, stop: make(chan struct{}),
 		lastHeard: map[string]announced{}, watchers: map[int]func([]string){}, incarnation: rand.Uint64() | 1,
+		unheard: map[string]bool{}, warm: make(chan struct{}),
 	}
 	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return o.Logger }))
 	n.rem = remote.NewRemote(n.sys, remote.Configure(host, port))
@@ -221,7 +241,13 @@ func Start(o Options) (*Node, error) {
 	for _, p := range o.Peers {
 		if p != n.address {
 			n.known[p] = true
+			n.unheard[p] = true
 		}
+	}
+	if len(n.unheard) == 0 || o.WarmUp < 0 {
+		n.warmed()
+	} else {
+		time.AfterFunc(o.WarmUp, n.warmed)
 	}
 	go n.greet()
 	return n, nil
@@ -339,7 +365,7 @@ func (n *Node) unsubscribe(s *subscription) {
 // arrive goes through PublishConfirm, from the engine's outbox.
 func (n *Node) Publish(env *messages.Envelope) error {
 	errc := make(chan error, 1)
-	n.PublishConfirm(env, func(err error) {
+	n.publish(env, func(err error) {
 		select {
 		case errc <- err:
 		default:
@@ -360,6 +386,32 @@ func (n *Node) Publish(env *messages.Envelope) error {
 // recipient, one of them took it as its recipient's (ErrNoRecipient when
 // only partition-mates did); or with the failures.
 func (n *Node) PublishConfirm(env *messages.Envelope, done func(error)) {
+	if env != nil && len(env.Recipient) > 0 {
+		select {
+		case <-n.warm:
+		default:
+			// Held for the WarmUp, off the caller's goroutine (done is
+			// called from another one in any case).
+			go func() {
+				select {
+				case <-n.warm:
+					n.publish(env, done)
+				case <-n.stop:
+					done(transport.ErrClosed)
+				}
+			}()
+			return
+		}
+	}
+	n.publish(env, done)
+}
+
+// warmed ends the WarmUp.
+func (n *Node) warmed() { n.warmOnce.Do(func() { close(n.warm) }) }
+
+// publish is PublishConfirm without the WarmUp (Publish: nothing to
+// confirm).
+func (n *Node) publish(env *messages.Envelope, done func(error)) {
 	if env == nil || len(env.Payload) > n.maxPayload() || env.Topic == "" {
 		done(fmt.Errorf("%w: refused on publish", transport.ErrBadEnvelope))
 		return
@@ -554,6 +606,14 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 		}
 		n.peers[m.Address] = topics
 		n.known[m.Address] = true
+		// A Hello without topics is a node whose engine has not
+		// subscribed yet: not heard for the WarmUp.
+		if n.unheard[m.Address] && len(topics) > 0 {
+			delete(n.unheard, m.Address)
+			if len(n.unheard) == 0 {
+				n.warmed()
+			}
+		}
 		reply := &messages.Hello{Address: n.address, Topics: n.topicsLocked(), Reply: true, Incarnation: n.incarnation}
 		n.mu.Unlock()
 		if !m.Reply {

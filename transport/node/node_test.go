@@ -25,6 +25,8 @@ type host struct {
 	store *persistence.Memory
 	addr  string
 	peers []string
+	// warmUp is the node's Options.WarmUp at the next up.
+	warmUp time.Duration
 
 	mu       sync.Mutex
 	got      []ratchetd.Message
@@ -42,7 +44,7 @@ func startHost(t *testing.T, addr string, store *persistence.Memory, peers ...st
 }
 
 func (h *host) up() {
-	n, err := node.Start(node.Options{Listen: h.addr, Peers: h.peers, HelloInterval: 100 * time.Millisecond, DeliverTimeout: 2 * time.Second})
+	n, err := node.Start(node.Options{Listen: h.addr, Peers: h.peers, HelloInterval: 100 * time.Millisecond, DeliverTimeout: 2 * time.Second, WarmUp: h.warmUp})
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -35,6 +35,10 @@ type Options struct {
 	// PeerExpiry: a peer node silent this long is no longer waited for
 	// (node.Options.PeerExpiry; zero: until this node restarts).
 	PeerExpiry time.Duration
+	// WarmUp: after its start, the node holds confirmed sends until every
+	// --peer has announced topics, at most this long
+	// (node.Options.WarmUp; zero: three Hello intervals; negative: none).
+	WarmUp time.Duration
 }
 
 // Server is a running node.
@@ -64,7 +68,7 @@ func Start(o Options) (*Server, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{o: o, pending: map[string]*queue{}, ready: make(chan struct{})}
-	n, err := node.Start(node.Options{Listen: o.Listen, Peers: o.Peers, MaxPayload: o.MaxPayload, PeerExpiry: o.PeerExpiry, Logger: o.Logger})
+	n, err := node.Start(node.Options{Listen: o.Listen, Peers: o.Peers, MaxPayload: o.MaxPayload, PeerExpiry: o.PeerExpiry, WarmUp: o.WarmUp, Logger: o.Logger})
 	if err != nil {
 		return nil, err
 	}

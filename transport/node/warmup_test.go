@@ -1,0 +1,94 @@
+package node_test
+
+import (
+	"crypto/rand"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ratchetd/ratchetd/crypto/keys"
+)
+
+// TestWarmUpWaitsForEveryPeer: alice's node restarts while the node of
+// bob2, one of bob's two devices, is still down; it has heard bob1's node,
+// and alice sends. Confirmation is per identity, so without the WarmUp
+// bob1's node confirms the envelope alone and bob2, back 200 ms later,
+// never gets it. With it, the node refuses to confirm until bob2's node
+// (one of its Peers) has announced its topics, and both devices get it.
+func TestWarmUpWaitsForEveryPeer(t *testing.T) {
+	for _, warm := range []time.Duration{5 * time.Second, -1} {
+		t.Run(fmt.Sprint("warmUp=", warm), func(t *testing.T) { warmUpRestart(t, warm) })
+	}
+}
+
+func warmUpRestart(t *testing.T, warm time.Duration) {
+	a := startHost(t, "127.0.0.1:0", nil)
+	b := startHost(t, "127.0.0.1:0", nil, a.addr)
+	defer b.down()
+	c := startHost(t, "127.0.0.1:0", nil, a.addr, b.addr)
+	alice, err := a.eng.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobKey, err := keys.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob1, err := b.eng.AddInstallation(bobKey.Private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob2, err := c.eng.AddInstallation(bobKey.Private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []interface{ ExportBundle() (string, error) }{bob1, bob2} {
+		s, err := d.ExportBundle()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.ImportBundle(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "alice's node to learn both of bob's nodes", func() bool {
+		return a.node.Stats().PeerTopics[b.addr] >= 1 && a.node.Stats().PeerTopics[c.addr] >= 1
+	})
+	if _, err := alice.Send(bobKey.Public, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both devices to receive", func() bool { return len(b.received()) == 1 && len(c.received()) == 1 })
+
+	c.down()
+	a.down()
+	a.peers, a.warmUp = []string{b.addr, c.addr}, warm
+	a.up()
+	defer a.down()
+	alice, err = a.eng.Account(alice.InstallationID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "alice's restarted node to hear bob1's", func() bool { return a.node.Stats().PeerTopics[b.addr] >= 1 })
+	if _, err := alice.Send(bobKey.Public, []byte("during")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	back := time.Now()
+	c.up()
+	defer c.down()
+	waitFor(t, "bob1 to receive", func() bool { return slices.Contains(b.received(), "during") })
+	t.Logf("bob1 got it %v after bob2's node started", time.Since(back).Round(time.Millisecond))
+	deadline := time.Now().Add(3 * time.Second)
+	for !slices.Contains(c.received(), "during") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := slices.Contains(c.received(), "during")
+	t.Logf("warmUp %v: bob2 got the message sent while its node was down: %v (%v after its node started)", warm, got, time.Since(back).Round(time.Millisecond))
+	switch {
+	case warm > 0 && !got:
+		t.Fatal("bob2 never got the message: bob1's node confirmed it alone")
+	case warm < 0 && got:
+		t.Fatal("without the WarmUp bob2 got it all the same: this test shows nothing")
+	}
+}
