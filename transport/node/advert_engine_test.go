@@ -19,18 +19,7 @@ func TestAdvertWaitsForDownNode(t *testing.T) {
 	b := startHost(t, "127.0.0.1:0", nil)
 	c := startHost(t, "127.0.0.1:0", nil, b.addr)
 	defer c.down()
-	bobKey, err := keys.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob1, err := b.eng.AddInstallation(bobKey.Private)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob2, err := c.eng.AddInstallation(bobKey.Private)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bobKey, bob1, bob2 := oneIdentityTwoHosts(t, b, c)
 	waitFor(t, "the nodes to learn each other's topics", func() bool {
 		return b.node.Stats().PeerTopics[c.addr] >= 1 && c.node.Stats().PeerTopics[b.addr] >= 1
 	})
@@ -46,7 +35,7 @@ func TestAdvertWaitsForDownNode(t *testing.T) {
 
 	b.up()
 	defer b.down()
-	bob1, err = b.eng.Account(bob1.InstallationID())
+	bob1, err := b.eng.Account(bob1.InstallationID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,4 +50,21 @@ func TestAdvertWaitsForDownNode(t *testing.T) {
 		out, _, err := c.eng.Pending()
 		return err == nil && out == 0
 	})
+}
+
+// oneIdentityTwoHosts makes a new identity with an installation on each of
+// two hosts.
+func oneIdentityTwoHosts(t *testing.T, b, c *host) (keys.KeyPair, *ratchetd.Account, *ratchetd.Account) {
+	t.Helper()
+	k, err := keys.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accts [2]*ratchetd.Account
+	for i, h := range []*host{b, c} {
+		if accts[i], err = h.eng.AddInstallation(k.Private); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return k, accts[0], accts[1]
 }

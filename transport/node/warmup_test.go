@@ -1,13 +1,10 @@
 package node_test
 
 import (
-	"crypto/rand"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/ratchetd/ratchetd/crypto/keys"
 )
 
 // TestWarmUpWaitsForEveryPeer: alice's node restarts while the node of
@@ -31,18 +28,7 @@ func warmUpRestart(t *testing.T, warm time.Duration) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bobKey, err := keys.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob1, err := b.eng.AddInstallation(bobKey.Private)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob2, err := c.eng.AddInstallation(bobKey.Private)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bobKey, bob1, bob2 := oneIdentityTwoHosts(t, b, c)
 	for _, d := range []interface{ ExportBundle() (string, error) }{bob1, bob2} {
 		s, err := d.ExportBundle()
 		if err != nil {
