@@ -119,9 +119,10 @@ type Options struct {
 	// users whose nodes may stay away for long does not.
 	PeerExpiry time.Duration
 	// WarmUp: after Start, PublishConfirm holds envelopes with a
-	// recipient until every one of the Peers has announced topics, or
-	// for this long at most (zero: silentHellos HelloIntervals; negative:
-	// no hold). Confirmation is per identity: a node that restarted and
+	// recipient for at least 1.5 HelloIntervals and until every one of
+	// the Peers has settled (announced the same topics for a
+	// HelloInterval), for this long at most (zero: silentHellos
+	// HelloIntervals; negative: no hold; see warmUp). Confirmation is per identity: a node that restarted and
 	// has heard from bob's desktop's node, not yet from his phone's, would
 	// otherwise confirm the backlog its engine offers at once (the first
 	// announcement wakes it) on the desktop's word alone, and the phone
@@ -153,13 +154,8 @@ type Node struct {
 	incarnation uint64
 	lastHeard   map[string]announced
 	watchers    map[int]func([]string)
-	// unheard: the Peers whose Hello with topics has not come since
-	// Start; warm is closed once none is left or Options.WarmUp has
-	// passed.
-	unheard  map[string]bool
-	warm     chan struct{}
-	warmOnce sync.Once
-	watcherN int
+	warm        warmUp
+	watcherN    int
 
 	published, sent, received, delivered atomic.Int64
 	// bg tracks the goroutines that may still send to other nodes (acks,
@@ -226,7 +222,6 @@ func Start(o Options) (*Node, error) {
 		o: o, subs: map[string][]*subscription{}, peers: map[string]map[string]bool{}, known: map[string]bool{},
 		inflight: map[string]int{}, drops: map[string]int64{}, stop: make(chan struct{}),
 		lastHeard: map[string]announced{}, watchers: map[int]func([]string){}, incarnation: rand.Uint64() | 1,
-		unheard: map[string]bool{}, warm: make(chan struct{}),
 	}
 	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return o.Logger }))
 	n.rem = remote.NewRemote(n.sys, remote.Configure(host, port))
@@ -238,17 +233,14 @@ func Start(o Options) (*Node, error) {
 		return nil, err
 	}
 	n.pid = pid
+	n.mu.Lock() // the node actor may be handling a Hello already
 	for _, p := range o.Peers {
 		if p != n.address {
 			n.known[p] = true
-			n.unheard[p] = true
 		}
 	}
-	if len(n.unheard) == 0 || o.WarmUp < 0 {
-		n.warmed()
-	} else {
-		time.AfterFunc(o.WarmUp, n.warmed)
-	}
+	n.warm.startLocked(o, n.address, &n.mu)
+	n.mu.Unlock()
 	go n.greet()
 	return n, nil
 }
@@ -388,13 +380,13 @@ func (n *Node) Publish(env *messages.Envelope) error {
 func (n *Node) PublishConfirm(env *messages.Envelope, done func(error)) {
 	if env != nil && len(env.Recipient) > 0 {
 		select {
-		case <-n.warm:
+		case <-n.warm.done:
 		default:
 			// Held for the WarmUp, off the caller's goroutine (done is
 			// called from another one in any case).
 			go func() {
 				select {
-				case <-n.warm:
+				case <-n.warm.done:
 					n.publish(env, done)
 				case <-n.stop:
 					done(transport.ErrClosed)
@@ -405,9 +397,6 @@ func (n *Node) PublishConfirm(env *messages.Envelope, done func(error)) {
 	}
 	n.publish(env, done)
 }
-
-// warmed ends the WarmUp.
-func (n *Node) warmed() { n.warmOnce.Do(func() { close(n.warm) }) }
 
 // publish is PublishConfirm without the WarmUp (Publish: nothing to
 // confirm).
@@ -543,6 +532,7 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	close(n.stop)
+	n.warm.stop()
 	var all []*subscription
 	for _, l := range n.subs {
 		all = append(all, l...)
@@ -606,14 +596,7 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 		}
 		n.peers[m.Address] = topics
 		n.known[m.Address] = true
-		// A Hello without topics is a node whose engine has not
-		// subscribed yet: not heard for the WarmUp.
-		if n.unheard[m.Address] && len(topics) > 0 {
-			delete(n.unheard, m.Address)
-			if len(n.unheard) == 0 {
-				n.warmed()
-			}
-		}
+		n.warm.helloLocked(m.Address, m.Topics)
 		reply := &messages.Hello{Address: n.address, Topics: n.topicsLocked(), Reply: true, Incarnation: n.incarnation}
 		n.mu.Unlock()
 		if !m.Reply {
