@@ -62,7 +62,7 @@ SIGTERM (or SIGINT) stops it gracefully: no new calls, running ones finish, stat
 	f.StringSliceVar(&o.Peers, "peer", nil, "host:port of another node (repeatable)")
 	f.StringVar(&o.API, "api", "127.0.0.1:7401", "host:port of the gRPC API")
 	f.DurationVar(&o.PeerExpiry, "peer-expiry", 0, "stop waiting for a peer node silent this long (0: until restart); a node gone for good then no longer holds up its topics, but a device of a multi-device user on it misses what another device took")
-	f.DurationVar(&o.WarmUp, "warm-up", 0, "after start, hold confirmed sends this long, or until every --peer has announced the same topics for a second (0: 3 s; negative: no hold), so that a device whose node answers last does not miss them")
+	f.DurationVar(&o.WarmUp, "warm-up", 0, "after start, hold confirmed sends this long, so that every live peer node has greeted this one first and a device whose node answers last does not miss them (0: 3 s; negative: no hold)")
 	f.StringVar(&metrics, "metrics-addr", "", "serve Prometheus metrics on this host:port")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd

@@ -118,16 +118,14 @@ type Options struct {
 	// deployment whose nodes come and go sets it; one with multi-device
 	// users whose nodes may stay away for long does not.
 	PeerExpiry time.Duration
-	// WarmUp: after Start, PublishConfirm holds envelopes with a
-	// recipient for at least 1.5 HelloIntervals and until every one of
-	// the Peers has settled (announced the same topics for a
-	// HelloInterval), for this long at most (zero: silentHellos
-	// HelloIntervals; negative: no hold; see warmUp). Confirmation is per identity: a node that restarted and
-	// has heard from bob's desktop's node, not yet from his phone's, would
-	// otherwise confirm the backlog its engine offers at once (the first
+	// WarmUp: for this long after Start, PublishConfirm holds envelopes
+	// with a recipient (zero: silentHellos HelloIntervals; negative: no
+	// hold; see warmUp); then they go to the nodes this one knows.
+	// Confirmation is per identity: a node that restarted and has heard
+	// from bob's desktop's node, not yet from his phone's, would otherwise
+	// confirm the backlog its engine offers at once (the first
 	// announcement wakes it) on the desktop's word alone, and the phone
-	// would never get it. A Peer that is down holds them for the whole
-	// WarmUp; then they go to the nodes this one knows.
+	// would never get it.
 	WarmUp time.Duration
 	Logger *slog.Logger
 }
@@ -239,7 +237,7 @@ func Start(o Options) (*Node, error) {
 			n.known[p] = true
 		}
 	}
-	n.warm.startLocked(o, n.address, &n.mu)
+	n.warm.startLocked(o.WarmUp)
 	n.mu.Unlock()
 	go n.greet()
 	return n, nil
@@ -532,7 +530,7 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	close(n.stop)
-	n.warm.stop()
+	n.warm.stopLocked()
 	var all []*subscription
 	for _, l := range n.subs {
 		all = append(all, l...)
@@ -596,7 +594,6 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 		}
 		n.peers[m.Address] = topics
 		n.known[m.Address] = true
-		n.warm.helloLocked(m.Address, m.Topics)
 		reply := &messages.Hello{Address: n.address, Topics: n.topicsLocked(), Reply: true, Incarnation: n.incarnation}
 		n.mu.Unlock()
 		if !m.Reply {

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"net"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -55,76 +56,13 @@ func rwFreePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// TestReviewWarmUpEndsOnceEveryPeerIsHeard: every peer node is up and has
-// announced its topics to the restarted node within milliseconds. On
-// 5b8806a a confirmed send was held for the whole WarmUp whenever a
-// configured --peer was never struck off:
-//   - alias: the peer is configured as localhost:port and announces itself
-//     as 127.0.0.1:port (its Listen);
-//   - self: the node's own address under another name is in its Peers
-//     (one shared --peer list for every node of a deployment).
-//
-// Both now end the hold early (addressForms, isSelf). A configured peer
-// that hosts nothing (topicless: its Hellos never carry topics) still
-// holds for the whole WarmUp, no longer: an engine whose store is still
-// opening announces no topics either, and must not settle.
-func TestReviewWarmUpEndsOnceEveryPeerIsHeard(t *testing.T) {
-	const warm = 4 * time.Second
-	const topic = "partition"
-	for _, tc := range []string{"alias", "self", "topicless"} {
-		t.Run(tc, func(t *testing.T) {
-			b := rwStart(t, rwOpts(nil, -1))
-			if _, err := b.Subscribe(topic, func(transport.Delivery) error { return nil }); err != nil {
-				t.Fatal(err)
-			}
-			_, bport, _ := net.SplitHostPort(b.Address())
-			var peers []string
-			listen := "127.0.0.1:0"
-			switch tc {
-			case "alias":
-				peers = []string{"localhost:" + bport}
-			case "self":
-				p := strconv.Itoa(rwFreePort(t))
-				listen = "127.0.0.1:" + p
-				peers = []string{b.Address(), "localhost:" + p}
-			case "topicless":
-				relay := rwStart(t, rwOpts(nil, -1))
-				peers = []string{b.Address(), relay.Address()}
-			}
-			o := rwOpts(peers, warm)
-			o.Listen = listen
-			start := time.Now()
-			a := rwStart(t, o)
-			waitFor(t, "a to learn b's topic", func() bool { return a.Stats().PeerTopics[b.Address()] == 1 })
-			heard := time.Since(start)
-			time.Sleep(300 * time.Millisecond) // a few Hello intervals: every live peer has spoken
-			sent := time.Now()
-			err := <-confirmAsync(a, rwDirect(t, topic, "x"))
-			took := time.Since(sent)
-			t.Logf("%s: b heard %v after start; confirm took %v (err %v); peers of a: %v", tc, heard.Round(time.Millisecond), took.Round(time.Millisecond), err, a.Stats().Peers)
-			if err != nil {
-				t.Fatal(err)
-			}
-			switch {
-			case tc == "topicless" && (took < 2*time.Second || took > warm):
-				t.Fatalf("topicless: held %v, want the rest of the WarmUp (%v)", took.Round(time.Millisecond), warm)
-			case tc != "topicless" && took > time.Second:
-				t.Fatalf("%s: every live peer with topics was heard, yet the confirmed send was held %v (the whole WarmUp)", tc, took.Round(time.Millisecond))
-			}
-		})
-	}
-}
-
 // TestReviewWarmUpFirstTopicIsNotEveryTopic: on 5b8806a the WarmUp ended
 // at a configured peer's first Hello with any topic, but a node announces
 // its topics one Subscribe at a time (the engine hosts its installations
 // one after the other, two topics each). b2's node was back and had
 // announced one account's topic, not yet bob2's: the held send went out to
-// bob1's node alone, was confirmed on its word, and bob2 never got it
-// (the reviewer's schedule paused 100 ms between the two subscriptions). A
-// peer now settles only once its Hellos announced the same topics for a
-// HelloInterval; its engine subscribes here 20 ms apart (less than a
-// HelloInterval, as it hosts its installations back to back).
+// bob1's node alone, was confirmed on its word, and bob2 never got it. The
+// hold is now the whole WarmUp.
 func TestReviewWarmUpFirstTopicIsNotEveryTopic(t *testing.T) {
 	const topic = "bob-partition"
 	b1 := rwStart(t, rwOpts(nil, -1))
@@ -204,5 +142,74 @@ func TestReviewWarmUpCloseDuringHold(t *testing.T) {
 	err = <-confirmAsync(b, rwDirect(t, "t", "y"))
 	if !errors.Is(err, node.ErrNoSubscriber) || time.Since(start) < 400*time.Millisecond {
 		t.Fatalf("held until the WarmUp is over: %v after %v", err, time.Since(start))
+	}
+}
+
+// TestReviewWarmUpUnlistedPeerSlowerThanListed: alice's node (A) lists
+// bob1's node (B) only; bob2's node (C) lists A. B starts while A is down
+// (no connection to A to repair); C greeted A before and while it was
+// down. A restarts and alice sends at once. B answers A's greetings at
+// once; C's greetings reach A only once the remote layer has reconnected
+// (about 1.8 s). On 6c27392 the hold ended once B had settled and 1.5
+// HelloIntervals had passed, B confirmed alone, and bob2 never got it. The
+// hold is now the whole WarmUp (here 5 s).
+func TestReviewWarmUpUnlistedPeerSlowerThanListed(t *testing.T) {
+	a := startHost(t, "127.0.0.1:0", nil)
+	b := startHost(t, "127.0.0.1:0", nil)
+	c := startHost(t, "127.0.0.1:0", nil, a.addr)
+	defer c.down()
+	alice, bobKey := aliceMeetsTwoDevices(t, a, b, c)
+	waitFor(t, "alice's node to learn C", func() bool { return a.node.Stats().PeerTopics[c.addr] >= 1 })
+	// B restarts while A is down (fresh, no connection to A).
+	b.down()
+	a.down()
+	time.Sleep(300 * time.Millisecond)
+	b.up()
+	defer b.down()
+	a.warmUp = 5 * time.Second
+	a.peers = []string{b.addr}
+	start := time.Now()
+	a.up()
+	defer a.down()
+	var heardC atomic.Int64
+	go func() {
+		for time.Since(start) < 6*time.Second {
+			if a.node.Stats().PeerTopics[c.addr] >= 1 {
+				heardC.Store(int64(time.Since(start)))
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	alice, err := a.eng.Account(alice.InstallationID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Send(bobKey.Public, []byte("during")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob1 to receive", func() bool { return slices.Contains(b.received(), "during") })
+	t.Logf("bob1 got it %v after A's restart", time.Since(start).Round(time.Millisecond))
+	deadline := start.Add(7 * time.Second)
+	for !slices.Contains(c.received(), "during") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("A first heard C's topics %v after its restart", time.Duration(heardC.Load()).Round(time.Millisecond))
+	if !slices.Contains(c.received(), "during") {
+		t.Fatal("bob2 (on a live node that lists alice's) never got the message: the hold ended before that node's Hello reached the restarted node, and bob1's node confirmed alone")
+	}
+}
+
+// TestReviewWarmUpTimerRace: on 6c27392 a tiny WarmUp fired end(), which
+// read the hold's timers without the node's lock, while Start still
+// stored them (found with -race; the package runs without it in make
+// test, so run it alone with -race).
+func TestReviewWarmUpTimerRace(t *testing.T) {
+	for range 10 {
+		n, err := node.Start(node.Options{Listen: "127.0.0.1:0", HelloInterval: time.Second, WarmUp: time.Nanosecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Close()
 	}
 }

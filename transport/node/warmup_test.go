@@ -2,6 +2,8 @@ package node_test
 
 import (
 	"fmt"
+	"github.com/ratchetd/ratchetd"
+	"github.com/ratchetd/ratchetd/crypto/keys"
 	"slices"
 	"testing"
 	"time"
@@ -11,8 +13,8 @@ import (
 // bob2, one of bob's two devices, is still down; it has heard bob1's node,
 // and alice sends. Confirmation is per identity, so without the WarmUp
 // bob1's node confirms the envelope alone and bob2, back 200 ms later,
-// never gets it. With it, the node holds the envelope until bob2's node
-// (one of its Peers) has settled, and both devices get it.
+// never gets it. With it, the node holds the envelope for the WarmUp, by
+// when bob2's node has greeted it, and both devices get it.
 func TestWarmUpWaitsForEveryPeer(t *testing.T) {
 	for _, warm := range []time.Duration{5 * time.Second, -1} {
 		t.Run(fmt.Sprint("warmUp=", warm), func(t *testing.T) {
@@ -35,20 +37,7 @@ func warmUpRestart(t *testing.T, warm time.Duration, configured bool) bool {
 	b := startHost(t, "127.0.0.1:0", nil, a.addr)
 	defer b.down()
 	c := startHost(t, "127.0.0.1:0", nil, a.addr, b.addr)
-	alice, err := a.eng.CreateAccount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bobKey, bob1, bob2 := oneIdentityTwoHosts(t, b, c)
-	for _, d := range []interface{ ExportBundle() (string, error) }{bob1, bob2} {
-		s, err := d.ExportBundle()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := alice.ImportBundle(s); err != nil {
-			t.Fatal(err)
-		}
-	}
+	alice, bobKey := aliceMeetsTwoDevices(t, a, b, c)
 	waitFor(t, "alice's node to learn both of bob's nodes", func() bool {
 		return a.node.Stats().PeerTopics[b.addr] >= 1 && a.node.Stats().PeerTopics[c.addr] >= 1
 	})
@@ -65,7 +54,7 @@ func warmUpRestart(t *testing.T, warm time.Duration, configured bool) bool {
 	}
 	a.up()
 	defer a.down()
-	alice, err = a.eng.Account(alice.InstallationID())
+	alice, err := a.eng.Account(alice.InstallationID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,4 +75,25 @@ func warmUpRestart(t *testing.T, warm time.Duration, configured bool) bool {
 	got := slices.Contains(c.received(), "during")
 	t.Logf("warmUp %v: bob2 got the message sent while its node was down: %v (%v after its node started)", warm, got, time.Since(back).Round(time.Millisecond))
 	return got
+}
+
+// aliceMeetsTwoDevices makes alice on a and bob with one installation on b
+// and one on c, and gives alice both of bob's bundles.
+func aliceMeetsTwoDevices(t *testing.T, a, b, c *host) (*ratchetd.Account, keys.KeyPair) {
+	t.Helper()
+	alice, err := a.eng.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobKey, bob1, bob2 := oneIdentityTwoHosts(t, b, c)
+	for _, d := range []*ratchetd.Account{bob1, bob2} {
+		s, err := d.ExportBundle()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.ImportBundle(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return alice, bobKey
 }

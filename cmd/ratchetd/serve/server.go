@@ -35,9 +35,8 @@ type Options struct {
 	// PeerExpiry: a peer node silent this long is no longer waited for
 	// (node.Options.PeerExpiry; zero: until this node restarts).
 	PeerExpiry time.Duration
-	// WarmUp: after its start, the node holds confirmed sends this long,
-	// or until every --peer has settled (node.Options.WarmUp; zero: three
-	// Hello intervals; negative: none).
+	// WarmUp: after its start, the node holds confirmed sends this long
+	// (node.Options.WarmUp; zero: three Hello intervals; negative: none).
 	WarmUp time.Duration
 }
 
