@@ -171,9 +171,8 @@ func (c *children[K]) close() { c.closed = true }
 
 // refuseClosed answers a request that a closed parent will not hand to a
 // child: an encrypt or a decrypt gets CLOSED (a send reports it, a delivery
-// is not taken and comes again), a sessions query an empty reply; a
-// ResetSending has no requester (a bundle advert is not taken while its
-// installation stops: receiveDH).
+// is not taken and comes again), a sessions query an empty reply, a
+// ResetSending CLOSED (the bundle advert is not taken, and comes again).
 func refuseClosed(ctx actor.Context, msg any, sender *actor.PID) {
 	if sender == nil {
 		return
@@ -186,6 +185,8 @@ func refuseClosed(ctx actor.Context, msg any, sender *actor.PID) {
 		ctx.Send(sender, &messages.DecryptResponse{Error: messages.ErrorCode_CLOSED, Detail: detail})
 	case *messages.SessionsQuery:
 		ctx.Send(sender, &messages.SessionsReply{})
+	case *messages.ResetSending:
+		ctx.Send(sender, &messages.Processed{Error: messages.ErrorCode_CLOSED, Detail: detail})
 	}
 }
 

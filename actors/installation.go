@@ -579,7 +579,24 @@ func (in *installation) receiveDH(ctx actor.Context, env *messages.IncomingEnvel
 		// installation does not have (or lost) the sessions we send on, so
 		// the next send to it starts a fresh X3DH. Only the holder of the
 		// sender's identity key can sign the envelope that triggers this.
-		in.supervisors.forward(ctx, sender, &messages.ResetSending{PeerInstallationId: pm.InstallationId}, nil)
+		// It is taken once the sessions' stale marks are durable: before,
+		// a confirming transport's sender would drop it from its outbox
+		// while a crash or a failed commit could still lose the reset, and
+		// the advert is rate-limited.
+		respondTo := ctx.Sender()
+		in.ask(ctx, sender, &messages.ResetSending{PeerInstallationId: pm.InstallationId}, func(res any, err error) {
+			p, _ := res.(*messages.Processed)
+			switch {
+			case err != nil:
+				p = &messages.Processed{Error: codeOf(err), Detail: "bundle advert: " + err.Error()}
+			case p == nil:
+				p = &messages.Processed{Error: messages.ErrorCode_INTERNAL, Detail: fmt.Sprintf("bundle advert: reply %T", res)}
+			}
+			if respondTo != nil {
+				ctx.Send(respondTo, p)
+			}
+		})
+		return
 	} else if err := in.accept(&messages.InboxRecord{Id: env.EnvelopeId, Sender: sender[:], SenderInstallation: pm.InstallationId, Kind: int32(KindDirect), Payload: pt, Topic: env.Topic, NoForwardSecrecy: true}, digest[:]); err != nil {
 		ctx.Respond(&messages.Processed{Error: messages.ErrorCode_STORE, Detail: err.Error()})
 		return

@@ -14,19 +14,28 @@ import (
 	"github.com/ratchetd/ratchetd/transport"
 )
 
-// recvN lists the recv_n of b's stored sessions with a.
-func (r *lateRig) recvN() []uint32 {
+// storedSessions returns b's stored session records with a.
+func (r *lateRig) storedSessions() []*messages.SessionRecord {
 	r.t.Helper()
-	var out []uint32
+	var out []*messages.SessionRecord
 	if err := r.store.Scan(persistence.SessionPrefix(r.b, r.aID[:]), func(_, v []byte) error {
-		var rec messages.SessionRecord
-		if err := proto.Unmarshal(v, &rec); err != nil {
+		rec := &messages.SessionRecord{}
+		if err := proto.Unmarshal(v, rec); err != nil {
 			return err
 		}
-		out = append(out, rec.GetState().GetRecvN())
+		out = append(out, rec)
 		return nil
 	}); err != nil {
 		r.t.Fatal(err)
+	}
+	return out
+}
+
+// recvN lists the recv_n of b's stored sessions with a.
+func (r *lateRig) recvN() []uint32 {
+	var out []uint32
+	for _, rec := range r.storedSessions() {
+		out = append(out, rec.GetState().GetRecvN())
 	}
 	return out
 }

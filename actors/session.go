@@ -138,11 +138,20 @@ func (s *peerSession) receive(ctx actor.Context) {
 		}
 	case *messages.ResetSending:
 		s.flush(ctx)
+		var err error
 		if !s.ready(ctx) {
 			s.staleWanted = true // marked once the state is read again
-			return
+			err = errStateUnavailable
+		} else {
+			err = s.markStale(ctx)
 		}
-		s.markStale(ctx)
+		if ctx.Sender() != nil {
+			p := &messages.Processed{}
+			if err != nil {
+				p.Error, p.Detail = messages.ErrorCode_STORE, err.Error()
+			}
+			ctx.Respond(p)
+		}
 	case *messages.DecryptRequest:
 		if !s.ready(ctx) {
 			ctx.Respond(&messages.DecryptResponse{Error: messages.ErrorCode_STORE, Detail: "session state unavailable"})
@@ -217,8 +226,9 @@ func (s *peerSession) ready(ctx actor.Context) bool {
 		return false
 	}
 	if s.staleWanted {
-		s.staleWanted = false
-		s.markStale(ctx)
+		// Wanted again if it fails (its commit answered late: the next
+		// ready after the outcome tries again).
+		s.staleWanted = s.markStale(ctx) != nil
 	}
 	return !s.unloaded
 }
@@ -584,12 +594,12 @@ func (s *peerSession) decryptFresh(ctx actor.Context, m *messages.DecryptRequest
 // markStale records that the peer installation asked for our bundle: this
 // session is no longer sent on (the supervisor knows it already), and stays
 // so after a restart.
-func (s *peerSession) markStale(ctx actor.Context) {
+func (s *peerSession) markStale(ctx actor.Context) error {
 	if s.rec == nil || s.rec.Stale {
-		return
+		return nil
 	}
 	if s.sess == nil {
-		return
+		return nil
 	}
 	rec := proto.Clone(s.rec).(*messages.SessionRecord)
 	rec.Stale = true
@@ -600,10 +610,15 @@ func (s *peerSession) markStale(ctx actor.Context) {
 	}
 	if err != nil {
 		s.deps.log.Warn("stale mark not persisted", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
-		return
+		return err
 	}
 	s.keep(rec)
+	return nil
 }
+
+// errStateUnavailable: the session's durable state cannot be read now (a
+// failed read, or a commit that answered late).
+var errStateUnavailable = fmt.Errorf("%w: session state unavailable", errStore)
 
 // skippedKeys lists the store keys of this session's skipped keys. With no
 // record under this key there are none (they are written only with the

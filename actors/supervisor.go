@@ -123,21 +123,62 @@ func (s *sessionSupervisor) receive(ctx actor.Context) {
 	case *messages.SessionUpdate:
 		s.update(m)
 	case *messages.ResetSending:
-		// Not sent on any more; each session also records it, so that it
-		// holds after a passivation or a restart.
-		for i := range s.meta {
-			e := &s.meta[i]
-			if e.k.installation == m.PeerInstallationId && !e.meta.stale {
-				e.meta.stale = true
-				s.sessions.forward(ctx, e.k, m, nil)
-			}
-		}
+		s.resetSending(ctx, m)
 	case *messages.SessionsQuery:
 		ctx.Respond(s.query())
 	case *actor.Stopping:
 		s.sessions.close()
 	case *actor.Terminated:
 		s.sessions.terminated(ctx, m.Who)
+	}
+}
+
+// resetSending stops sending on the sessions with a peer installation (a
+// bundle advert) and has each of them record it, so that it holds after a
+// passivation or a restart; the requester gets one Processed once every
+// mark is durable, or STORE (not taken: the advert comes again) when one
+// is not. A session already marked in this index is asked again: its mark
+// may be the one that failed.
+func (s *sessionSupervisor) resetSending(ctx actor.Context, m *messages.ResetSending) {
+	requester := ctx.Sender()
+	var targets []sessionKey
+	for i := range s.meta {
+		e := &s.meta[i]
+		if e.k.installation == m.PeerInstallationId {
+			e.meta.stale = true
+			targets = append(targets, e.k)
+		}
+	}
+	reply := &messages.Processed{}
+	answer := func() {
+		if requester != nil {
+			ctx.Send(requester, reply)
+		}
+	}
+	if len(targets) == 0 {
+		answer()
+		return
+	}
+	remaining := len(targets)
+	for _, k := range targets {
+		f := actor.NewFuture(ctx.ActorSystem(), s.deps.cfg.RequestTimeout)
+		s.sessions.forward(ctx, k, m, f.PID())
+		ctx.ReenterAfter(f, func(res any, err error) {
+			p, _ := res.(*messages.Processed)
+			if reply.Error == messages.ErrorCode_OK {
+				switch {
+				case err != nil:
+					reply.Error, reply.Detail = messages.ErrorCode_TIMEOUT, "stale mark: "+err.Error()
+				case p == nil:
+					reply.Error, reply.Detail = messages.ErrorCode_INTERNAL, fmt.Sprintf("stale mark: reply %T", res)
+				case p.Error != messages.ErrorCode_OK:
+					reply.Error, reply.Detail = p.Error, p.Detail
+				}
+			}
+			if remaining--; remaining == 0 {
+				answer()
+			}
+		})
 	}
 }
 
