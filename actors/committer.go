@@ -278,17 +278,24 @@ func (c *lateCommit) wait(d time.Duration) bool {
 }
 
 // add registers a late commit of the given session keys, whose outcome
-// comes on late.
+// comes on late. It drops the entries whose outcome has come meanwhile
+// (one nobody asked about again would stay otherwise; late commits are
+// rare, so the sweep is cheap).
 func (l *lateCommits) add(late <-chan error, keys ...[]byte) *lateCommit {
 	c := &lateCommit{late: late, keys: keys, done: make(chan struct{})}
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.m == nil {
 		l.m = map[string]*lateCommit{}
+	}
+	for k, old := range l.m {
+		if old.landed() {
+			delete(l.m, k)
+		}
 	}
 	for _, k := range keys {
 		l.m[string(k)] = c
 	}
-	l.mu.Unlock()
 	return c
 }
 

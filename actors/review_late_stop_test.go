@@ -408,3 +408,18 @@ func TestReviewLateReinitDuringLateCommitThatLands(t *testing.T) {
 		t.Errorf("send z after the late commit landed: %v %s", rep.Error, rep.Detail)
 	}
 }
+
+// TestLateCommitsForgetLanded: an entry nobody asks about again is dropped
+// by the next add once its outcome has come.
+func TestLateCommitsForgetLanded(t *testing.T) {
+	var l lateCommits
+	first := make(chan error, 1)
+	l.add(first, []byte("a"), []byte("b"))
+	first <- nil
+	l.add(make(chan error, 1), []byte("c"))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.m) != 1 || l.m["c"] == nil {
+		t.Fatalf("registry keeps %d entries, want only c's", len(l.m))
+	}
+}
