@@ -140,11 +140,13 @@ func (s *peerSession) receive(ctx actor.Context) {
 		s.flush(ctx)
 		var err error
 		if !s.ready(ctx) {
-			s.staleWanted = true // marked once the state is read again
 			err = errStateUnavailable
 		} else {
 			err = s.markStale(ctx)
 		}
+		// Marked once the state is read again, or at the next request:
+		// a transport that does not confirm never offers the advert again.
+		s.staleWanted = err != nil
 		if ctx.Sender() != nil {
 			p := &messages.Processed{}
 			if err != nil {

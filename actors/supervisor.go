@@ -31,8 +31,10 @@ type sessionMeta struct {
 	confirmed bool
 	// stale: the peer installation asked for our bundle, so it cannot use
 	// this session; it stays decryptable but is not sent on (persisted by
-	// the PeerSession).
-	stale bool
+	// the PeerSession). staleStored: the mark is known durable (read from
+	// the store, or acknowledged by the session), so another advert need
+	// not wake the session.
+	stale, staleStored bool
 }
 
 // sessionSupervisor is the SessionSupervisor actor of one peer identity. It
@@ -137,16 +139,21 @@ func (s *sessionSupervisor) receive(ctx actor.Context) {
 // bundle advert) and has each of them record it, so that it holds after a
 // passivation or a restart; the requester gets one Processed once every
 // mark is durable, or STORE (not taken: the advert comes again) when one
-// is not. A session already marked in this index is asked again: its mark
-// may be the one that failed.
+// is not. A session whose mark is not known durable is asked again (its
+// mark may be the one that failed); one whose mark is, is not woken (an
+// advert may be replayed by anyone who saw it).
 func (s *sessionSupervisor) resetSending(ctx actor.Context, m *messages.ResetSending) {
 	requester := ctx.Sender()
-	var targets []sessionKey
+	type target struct {
+		k  sessionKey
+		sk [32]byte // the session asked (a re-initialisation replaces it)
+	}
+	var targets []target
 	for i := range s.meta {
 		e := &s.meta[i]
-		if e.k.installation == m.PeerInstallationId {
+		if e.k.installation == m.PeerInstallationId && !e.meta.staleStored {
 			e.meta.stale = true
-			targets = append(targets, e.k)
+			targets = append(targets, target{e.k, e.meta.sk})
 		}
 	}
 	reply := &messages.Processed{}
@@ -160,11 +167,14 @@ func (s *sessionSupervisor) resetSending(ctx actor.Context, m *messages.ResetSen
 		return
 	}
 	remaining := len(targets)
-	for _, k := range targets {
+	for _, t := range targets {
 		f := actor.NewFuture(ctx.ActorSystem(), s.deps.cfg.RequestTimeout)
-		s.sessions.forward(ctx, k, m, f.PID())
+		s.sessions.forward(ctx, t.k, m, f.PID())
 		ctx.ReenterAfter(f, func(res any, err error) {
 			p, _ := res.(*messages.Processed)
+			if e := s.meta.get(t.k); e != nil && e.sk == t.sk && err == nil && p != nil && p.Error == messages.ErrorCode_OK {
+				e.staleStored = true
+			}
 			if reply.Error == messages.ErrorCode_OK {
 				switch {
 				case err != nil:
@@ -219,14 +229,16 @@ func (s *sessionSupervisor) update(m *messages.SessionUpdate) {
 	if len(m.SymmetricKey) != 32 {
 		return
 	}
-	meta := sessionMeta{initiator: m.Initiator, confirmed: m.Confirmed, stale: m.Stale}
+	// m.Stale is the session's stored record's (loadIndex, notify).
+	meta := sessionMeta{initiator: m.Initiator, confirmed: m.Confirmed, stale: m.Stale, staleStored: m.Stale}
 	copy(meta.sk[:], m.SymmetricKey)
 	if len(m.PeerEphemeralKey) == keys.PublicKeySize {
 		meta.peerEK = keys.PublicKey(m.PeerEphemeralKey)
 	}
 	k := sessionKey{m.PeerInstallationId, bid}
 	if old := s.meta.get(k); old != nil && old.sk == meta.sk {
-		meta.stale = meta.stale || old.stale // the same session, updated
+		// The same session, updated.
+		meta.stale, meta.staleStored = meta.stale || old.stale, meta.staleStored || old.staleStored
 	}
 	s.meta.set(k, meta)
 }
