@@ -233,8 +233,9 @@ func (e *lateCommitError) Unwrap() error { return errStore }
 // does not write that key meanwhile. In memory only: a late commit cannot
 // land once its process has ended.
 type lateCommits struct {
-	mu sync.Mutex
-	m  map[string]*lateCommit
+	mu      sync.Mutex
+	m       map[string]*lateCommit
+	sweepAt int // add sweeps once the registry has grown to this size
 }
 
 // lateCommit is one commit that answered late. Whoever sees its outcome
@@ -279,8 +280,9 @@ func (c *lateCommit) wait(d time.Duration) bool {
 
 // add registers a late commit of the given session keys, whose outcome
 // comes on late. It drops the entries whose outcome has come meanwhile
-// (one nobody asked about again would stay otherwise; late commits are
-// rare, so the sweep is cheap).
+// (one nobody asked about again would stay otherwise), each time the
+// registry has doubled since the last sweep: a store stall can make many
+// sessions' commits late at once, and a sweep per add would cost O(n²).
 func (l *lateCommits) add(late <-chan error, keys ...[]byte) *lateCommit {
 	c := &lateCommit{late: late, keys: keys, done: make(chan struct{})}
 	l.mu.Lock()
@@ -288,10 +290,13 @@ func (l *lateCommits) add(late <-chan error, keys ...[]byte) *lateCommit {
 	if l.m == nil {
 		l.m = map[string]*lateCommit{}
 	}
-	for k, old := range l.m {
-		if old.landed() {
-			delete(l.m, k)
+	if len(l.m) >= l.sweepAt {
+		for k, old := range l.m {
+			if old.landed() {
+				delete(l.m, k)
+			}
 		}
+		l.sweepAt = 2 * len(l.m)
 	}
 	for _, k := range keys {
 		l.m[string(k)] = c

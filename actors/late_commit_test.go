@@ -30,7 +30,7 @@ import (
 // hosted again, must read its session back whole.
 func TestLateCommitIsNotOverwritten(t *testing.T) {
 	r := newLateRig(t)
-	e, store, b, aID, send := r.e, r.store, r.b, r.aID, r.send
+	e, store, b, send := r.e, r.store, r.b, r.send
 	handler := r.handler()
 	if err := handler(send("hello")); err != nil {
 		t.Fatalf("first message: %v", err)
@@ -58,17 +58,7 @@ func TestLateCommitIsNotOverwritten(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	// What the store holds now: m3's state (the next key is m4's, 5), not
 	// an older one written after it.
-	var recvN []uint32
-	if err := store.Scan(persistence.SessionPrefix(b, aID[:]), func(_, v []byte) error {
-		var rec messages.SessionRecord
-		if err := proto.Unmarshal(v, &rec); err != nil {
-			return err
-		}
-		recvN = append(recvN, rec.GetState().GetRecvN())
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	recvN := r.recvN()
 	if len(recvN) != 1 || recvN[0] != 5 {
 		t.Errorf("b's stored session after m3's late commit landed: recv_n %v, want [5] (m3's state): a write made meanwhile from the older state overwrote it", recvN)
 	}
@@ -112,7 +102,7 @@ func TestLateCommitIsNotOverwritten(t *testing.T) {
 // holds the requests for it.
 func TestLateCommitOutlivesItsSession(t *testing.T) {
 	r := newLateRig(t)
-	e, store, b, aID, send, handlerOf, release := r.e, r.store, r.b, r.aID, r.send, r.handler, r.release
+	e, store, b, send, handlerOf, release := r.e, r.store, r.b, r.send, r.handler, r.release
 	if err := handlerOf()(send("hello")); err != nil {
 		t.Fatalf("first message: %v", err)
 	}
@@ -152,17 +142,7 @@ func TestLateCommitOutlivesItsSession(t *testing.T) {
 		_ = handlerOf()(m[0])
 	}
 	time.Sleep(100 * time.Millisecond)
-	var recvN []uint32
-	if err := store.Scan(persistence.SessionPrefix(b, aID[:]), func(_, v []byte) error {
-		var rec messages.SessionRecord
-		if err := proto.Unmarshal(v, &rec); err != nil {
-			return err
-		}
-		recvN = append(recvN, rec.GetState().GetRecvN())
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	recvN := r.recvN()
 	if len(recvN) != 1 || recvN[0] != 5 {
 		t.Errorf("b's stored session after its successor took m0: recv_n %v, want [5] (m3's state, m0 from a skipped key): the successor read the state from before the late commit and wrote after it", recvN)
 	}
@@ -276,4 +256,30 @@ func (r *lateRig) handler() transport.Handler {
 		r.t.Fatal(err)
 	}
 	return r.e.gateway(h.pid)
+}
+
+// storedSessions returns b's stored session records with a.
+func (r *lateRig) storedSessions() []*messages.SessionRecord {
+	r.t.Helper()
+	var out []*messages.SessionRecord
+	if err := r.store.Scan(persistence.SessionPrefix(r.b, r.aID[:]), func(_, v []byte) error {
+		rec := &messages.SessionRecord{}
+		if err := proto.Unmarshal(v, rec); err != nil {
+			return err
+		}
+		out = append(out, rec)
+		return nil
+	}); err != nil {
+		r.t.Fatal(err)
+	}
+	return out
+}
+
+// recvN lists the recv_n of b's stored sessions with a.
+func (r *lateRig) recvN() []uint32 {
+	var out []uint32
+	for _, rec := range r.storedSessions() {
+		out = append(out, rec.GetState().GetRecvN())
+	}
+	return out
 }

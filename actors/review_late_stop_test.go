@@ -1,44 +1,15 @@
 package actors
 
 import (
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ratchetd/ratchetd/messages"
 	"github.com/ratchetd/ratchetd/persistence"
 	"github.com/ratchetd/ratchetd/transport"
 )
-
-// storedSessions returns b's stored session records with a.
-func (r *lateRig) storedSessions() []*messages.SessionRecord {
-	r.t.Helper()
-	var out []*messages.SessionRecord
-	if err := r.store.Scan(persistence.SessionPrefix(r.b, r.aID[:]), func(_, v []byte) error {
-		rec := &messages.SessionRecord{}
-		if err := proto.Unmarshal(v, rec); err != nil {
-			return err
-		}
-		out = append(out, rec)
-		return nil
-	}); err != nil {
-		r.t.Fatal(err)
-	}
-	return out
-}
-
-// recvN lists the recv_n of b's stored sessions with a.
-func (r *lateRig) recvN() []uint32 {
-	var out []uint32
-	for _, rec := range r.storedSessions() {
-		out = append(out, rec.GetState().GetRecvN())
-	}
-	return out
-}
 
 // ---------------------------------------------------------------------------
 // Failed on 131c82f: a ResetSending that came while a late commit was pending
@@ -215,75 +186,12 @@ func TestReviewLateStalledStoreSuccessorOverwritesLateCommit(t *testing.T) {
 // Checks that hold.
 // ---------------------------------------------------------------------------
 
-// heldCommitter holds every commit while hold is set (so each one answers
-// late), applies the held ones in order on release, and counts commits
-// received while an earlier one was still held.
-type heldCommitter struct {
-	store        *persistence.Memory
-	hold         atomic.Bool
-	mu           sync.Mutex
-	queue        []*localCommit
-	whilePending int
-	received     int
-}
-
-type heldRelease struct{}
-
-func (c *heldCommitter) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
-	case *localCommit:
-		c.mu.Lock()
-		c.received++
-		if len(c.queue) > 0 {
-			c.whilePending++
-		}
-		c.mu.Unlock()
-		if c.hold.Load() || len(c.queue) > 0 {
-			c.queue = append(c.queue, m)
-			return
-		}
-		err := c.store.Commit(m.writes)
-		if m.done != nil {
-			m.done <- err
-		}
-	case heldRelease:
-		for _, q := range c.queue {
-			err := c.store.Commit(q.writes)
-			if q.done != nil {
-				q.done <- err
-			}
-		}
-		c.queue = nil
-		if ctx.Sender() != nil {
-			ctx.Respond(true)
-		}
-	}
-}
-
-func (c *heldCommitter) counts() (received, overtakers int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.received, c.whilePending
-}
-
 // Two late commits in a row (the decrypt's, then the stale mark's made by
 // ready() once the first landed): nothing is written while either is
 // pending, the mark lands, and every message is taken once.
 func TestReviewLateTwoLateCommitsInARow(t *testing.T) {
 	f := newRVFixture(t, "r7-two-late")
-	c := &heldCommitter{store: f.mem}
-	c.hold.Store(true)
-	cfg := Config{CommitTimeout: 200 * time.Millisecond}.withDefaults()
-	d := &deps{cfg: cfg, store: f.mem, log: cfg.Logger, stats: &stats{}}
-	sys := actor.NewActorSystem()
-	t.Cleanup(sys.Shutdown)
-	d.root = sys.Root
-	d.committer = sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return c }))
-	p := &rvParent{child: make(chan *actor.PID, 1), props: actor.PropsFromProducer(func() actor.Actor {
-		return &peerSession{deps: d, local: f.local, peer: f.peer.Public, storeKey: f.storeKey}
-	})}
-	sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return p }))
-	session := <-p.child
+	sys, session, c, d := f.spawnLate(t, f.mem) // its gate stays shut: released by hand
 	release := func() {
 		if _, err := sys.Root.RequestFuture(d.committer, heldRelease{}, 5*time.Second).Result(); err != nil {
 			t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,40 +18,37 @@ import (
 	"github.com/ratchetd/ratchetd/persistence"
 )
 
-// rvLateCommitter holds the first commit until gate is closed (so the
-// session's wait times out: a late commit), then applies it and, in order,
-// every commit that arrived meanwhile. It counts those.
-type rvLateCommitter struct {
+// heldCommitter holds the commits while hold is set (so each one answers
+// late), applies the held ones in order on heldRelease, and counts the
+// commits that arrived while an earlier one was held. spawnLate's holds
+// until its gate is closed: then it applies what it held and holds no more.
+type heldCommitter struct {
 	store        *persistence.Memory
-	gate         chan struct{}
+	hold         atomic.Bool
+	gate         chan struct{} // optional
 	mu           sync.Mutex
-	seen         int
-	pending      bool
 	queue        []*localCommit
 	whilePending int
+	received     int
 }
 
-type rvRelease struct{}
+// heldRelease applies the held commits; last: and holds no more.
+type heldRelease struct{ last bool }
 
-func (c *rvLateCommitter) Receive(ctx actor.Context) {
+func (c *heldCommitter) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *localCommit:
 		c.mu.Lock()
-		c.seen++
-		first := c.seen == 1
-		if c.pending {
+		c.received++
+		if len(c.queue) > 0 {
 			c.whilePending++
 		}
 		c.mu.Unlock()
-		if first {
-			c.pending = true
-			c.queue = append(c.queue, m)
-			self := ctx.Self()
-			sys := ctx.ActorSystem()
-			go func() { <-c.gate; sys.Root.Send(self, rvRelease{}) }()
-			return
-		}
-		if c.pending {
+		if c.hold.Load() || len(c.queue) > 0 {
+			if len(c.queue) == 0 && c.gate != nil {
+				self, sys := ctx.Self(), ctx.ActorSystem()
+				go func() { <-c.gate; sys.Root.Send(self, heldRelease{last: true}) }()
+			}
 			c.queue = append(c.queue, m)
 			return
 		}
@@ -58,10 +56,10 @@ func (c *rvLateCommitter) Receive(ctx actor.Context) {
 		if m.done != nil {
 			m.done <- err
 		}
-	case rvRelease:
-		c.mu.Lock()
-		c.pending = false
-		c.mu.Unlock()
+	case heldRelease:
+		if m.last {
+			c.hold.Store(false)
+		}
 		for _, q := range c.queue {
 			err := c.store.Commit(q.writes)
 			if q.done != nil {
@@ -69,13 +67,23 @@ func (c *rvLateCommitter) Receive(ctx actor.Context) {
 			}
 		}
 		c.queue = nil
+		if ctx.Sender() != nil {
+			ctx.Respond(true)
+		}
 	}
 }
 
-func (c *rvLateCommitter) overtakers() int {
+// counts returns the commits received, and those received while an
+// earlier one was held.
+func (c *heldCommitter) counts() (received, overtakers int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.whilePending
+	return c.received, c.whilePending
+}
+
+func (c *heldCommitter) overtakers() int {
+	_, n := c.counts()
+	return n
 }
 
 // rvParent spawns the session as its child (the session sends its
@@ -144,12 +152,15 @@ func newRVFixture(t *testing.T, seed string) *rvFixture {
 	return &rvFixture{sessionFixture: f, spk: spk, rnd: rnd}
 }
 
-func (f *rvFixture) spawnLate(t *testing.T, store persistence.Store) (*actor.ActorSystem, *actor.PID, *rvLateCommitter, *deps) {
+// spawnLate spawns the session under a parent, on a committer that holds
+// every commit until its gate is closed.
+func (f *rvFixture) spawnLate(t *testing.T, store persistence.Store) (*actor.ActorSystem, *actor.PID, *heldCommitter, *deps) {
 	cfg := Config{CommitTimeout: 200 * time.Millisecond, Rand: &chachaReader{rand.NewChaCha8([32]byte{'s'})}}.withDefaults()
 	d := &deps{cfg: cfg, store: store, log: cfg.Logger, stats: &stats{}}
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return d.cfg.Logger }))
 	t.Cleanup(sys.Shutdown)
-	c := &rvLateCommitter{store: f.mem, gate: make(chan struct{})}
+	c := &heldCommitter{store: f.mem, gate: make(chan struct{})}
+	c.hold.Store(true)
 	d.root = sys.Root
 	d.committer = sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return c }))
 	p := &rvParent{child: make(chan *actor.PID, 1), props: actor.PropsFromProducer(func() actor.Actor {

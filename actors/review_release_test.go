@@ -139,6 +139,83 @@ func (p *reviewPair) third(t *testing.T) (string, keys.PublicKey) {
 	return c, cID
 }
 
+// duringStop is what deliverDuringStop saw.
+type duringStop struct {
+	stopErr  error
+	took     time.Duration // StopInstallation's
+	dErr     error         // the gateway's answer
+	answered bool          // within 15 s
+}
+
+// deliverDuringStop has a send to b and to c, lets produce leave an
+// envelope for a in the transport, and hands it to a's gateway while a
+// stops slowly: a's send to c is in a held commit, so its supervisor for c
+// waits for its session, while the one for b (idle) terminates at once.
+func (p *reviewPair) deliverDuringStop(t *testing.T, produce func()) duringStop {
+	t.Helper()
+	e := p.e
+	_, cID := p.third(t)
+	p.send(t, p.a, p.bID, "a to b") // a sends to b on a session it made
+	p.send(t, p.a, cID, "a to c")   // a has a supervisor for c too
+	p.tr.DropAll()
+	produce()
+	env := p.tr.DropOne()
+	if env == nil {
+		t.Fatal("b's envelope is not in the transport")
+	}
+	d, err := transport.Open(env, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := e.get(p.a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handler := e.gateway(h.pid) // what a's subscription calls
+	p.store.armed.Store(true)
+	go func() { _, _ = e.Request(p.a, &messages.SendCommand{PeerIdentity: cID[:], Payload: []byte("slow")}) }()
+	select {
+	case <-p.store.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the send to c never reached the store")
+	}
+	var r duringStop
+	stopped := make(chan error, 1)
+	start := time.Now()
+	go func() { stopped <- e.StopInstallation(p.a) }()
+	time.Sleep(200 * time.Millisecond)
+	delivered := make(chan error, 1)
+	go func() { delivered <- handler(d) }() // a handler call under way when the stop began
+	time.Sleep(200 * time.Millisecond)
+	p.store.armed.Store(false)
+	close(p.store.gate)
+	select {
+	case r.stopErr = <-stopped:
+	case <-time.After(15 * time.Second):
+		t.Fatal("StopInstallation never returned")
+	}
+	r.took = time.Since(start)
+	select {
+	case r.dErr = <-delivered:
+		r.answered = true
+	case <-time.After(15 * time.Second):
+	}
+	return r
+}
+
+// advertDuringStop is deliverDuringStop with b's bundle advert to a (what
+// b sends once it cannot decrypt a's messages), and a stop that succeeds.
+func (p *reviewPair) advertDuringStop(t *testing.T) (error, bool) {
+	t.Helper()
+	r := p.deliverDuringStop(t, func() {
+		p.request(t, p.b, &messages.SendCommand{PeerIdentity: p.aID[:], Advertise: true})
+	})
+	if r.stopErr != nil {
+		t.Fatalf("StopInstallation: %v", r.stopErr)
+	}
+	return r.dErr, r.answered
+}
+
 // sendAsync sends payload from a to b and returns the report's channel.
 func (p *reviewPair) sendAsync(payload string) <-chan any {
 	out := make(chan any, 1)
@@ -276,60 +353,10 @@ func TestReviewStopInstallationDuringDeliveryNeverEnds(t *testing.T) {
 	p := newReviewPair(t)
 	defer p.close()
 	e := p.e
-	send := func(from string, to keys.PublicKey, payload string) { p.send(t, from, to, payload) }
-	_, cID := p.third(t)
-	// a has a SessionSupervisor for b and one for c.
-	send(p.a, p.bID, "a to b")
-	send(p.a, cID, "a to c")
-	p.tr.DropAll()
-	// An envelope of b for a, in the transport.
-	send(p.b, p.aID, "b to a")
-	env := p.tr.DropOne()
-	if env == nil {
-		t.Fatal("b's envelope is not in the transport")
-	}
-	d, err := transport.Open(env, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := e.get(p.a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	handler := e.gateway(h.pid) // what a's subscription calls
-
-	// a's session with c is in a slow commit.
-	p.store.armed.Store(true)
-	go func() { _, _ = e.Request(p.a, &messages.SendCommand{PeerIdentity: cID[:], Payload: []byte("slow")}) }()
-	select {
-	case <-p.store.entered:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the send to c never reached the store")
-	}
-	// a is stopped; its supervisor for b (idle) terminates at once, the one
-	// for c waits for its session.
-	stopped := make(chan error, 1)
-	start := time.Now()
-	go func() { stopped <- e.StopInstallation(p.a) }()
-	time.Sleep(200 * time.Millisecond)
-	// The delivery whose handler call was under way reaches the gateway.
-	delivered := make(chan error, 1)
-	go func() { delivered <- handler(d) }()
-	time.Sleep(200 * time.Millisecond)
-	p.store.armed.Store(false)
-	close(p.store.gate)
-
-	var stopErr error
-	select {
-	case stopErr = <-stopped:
-	case <-time.After(15 * time.Second):
-		t.Fatal("StopInstallation never returned")
-	}
-	took := time.Since(start)
-	var dErr error
-	select {
-	case dErr = <-delivered:
-	case <-time.After(15 * time.Second):
+	// An envelope of b for a, handed over while a stops.
+	r := p.deliverDuringStop(t, func() { p.send(t, p.b, p.aID, "b to a") })
+	stopErr, took, dErr := r.stopErr, r.took, r.dErr
+	if !r.answered {
 		dErr = errors.New("no answer")
 	}
 	_, _ = e.LoadInstallations()
