@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
+	mrand "math/rand/v2"
+	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -38,9 +41,31 @@ func startHost(t *testing.T, addr string, store *persistence.Memory, peers ...st
 	if store == nil {
 		store = persistence.NewMemory()
 	}
+	if addr == "127.0.0.1:0" {
+		addr = stableAddr(t)
+	}
 	h := &host{t: t, store: store, addr: addr, peers: peers}
 	h.up()
 	return h
+}
+
+// stableAddr is a free loopback address whose port is below the kernel's
+// ephemeral range (32768 and up here): a host that goes down and up again
+// on its address must find it free, and a port the kernel hands out (":0")
+// can be taken meanwhile by any outgoing connection's local end (seen once:
+// "bind: address already in use", which protoactor's remote.Start panics
+// on).
+func stableAddr(t *testing.T) string {
+	t.Helper()
+	for range 100 {
+		a := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+mrand.IntN(12000)))
+		if l, err := net.Listen("tcp", a); err == nil {
+			l.Close()
+			return a
+		}
+	}
+	t.Fatal("no free port below the ephemeral range")
+	return ""
 }
 
 func (h *host) up() {

@@ -3,9 +3,7 @@ package node_test
 import (
 	"crypto/rand"
 	"errors"
-	"net"
 	"slices"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -47,15 +45,6 @@ func rwDirect(t *testing.T, topic, payload string) *messages.Envelope {
 	return env
 }
 
-func rwFreePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestReviewWarmUpFirstTopicIsNotEveryTopic: on 5b8806a the WarmUp ended
 // at a configured peer's first Hello with any topic, but a node announces
 // its topics one Subscribe at a time (the engine hosts its installations
@@ -69,8 +58,7 @@ func TestReviewWarmUpFirstTopicIsNotEveryTopic(t *testing.T) {
 	if _, err := b1.Subscribe(topic, func(transport.Delivery) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	port := rwFreePort(t)
-	b2addr := "127.0.0.1:" + strconv.Itoa(port)
+	b2addr := stableAddr(t)
 	a := rwStart(t, rwOpts([]string{b1.Address(), b2addr}, 5*time.Second))
 	waitFor(t, "a to learn b1's topic", func() bool { return a.Stats().PeerTopics[b1.Address()] == 1 })
 	held := confirmAsync(a, rwDirect(t, topic, "during"))
@@ -115,7 +103,7 @@ func TestReviewWarmUpNeedsNoConfiguredPeers(t *testing.T) {
 // with ErrClosed, once, when the node closes; and one held while a peer
 // is down goes out once the WarmUp is over.
 func TestReviewWarmUpCloseDuringHold(t *testing.T) {
-	down := "127.0.0.1:" + strconv.Itoa(rwFreePort(t))
+	down := stableAddr(t)
 	a, err := node.Start(rwOpts([]string{down}, 30*time.Second))
 	if err != nil {
 		t.Fatal(err)
