@@ -170,6 +170,7 @@ func TestStoreFailures(t *testing.T) {
 	w := newWorld(t, transport.Faults{}, func(o *ratchetd.Options) {
 		o.Store = fs
 		o.RequestTimeout = 300 * time.Millisecond
+		o.SendReserve = -1 // every send commits (TestReservedSendsAndStoreFailures: with keys reserved)
 	})
 	alice, bob := w.account(), w.account()
 	introduce(t, alice, bob)

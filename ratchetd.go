@@ -118,6 +118,11 @@ type Options struct {
 	// retry. After a failure a peer's sends are retried one at a time
 	// until one is confirmed.
 	MaxOutboxAhead int
+	// SendReserve is how many message keys of a sending chain may be
+	// committed ahead of use (64; negative: none). A run of sends then
+	// commits once per 64 messages instead of once per message; a crash
+	// leaves at most that many keys unused, which the peer skips.
+	SendReserve int
 	// GroupSendConcurrency bounds the pairwise sends of one SendGroup in
 	// flight at once (DefaultGroupSendConcurrency; 1 sends them one after
 	// another, as Status does).
@@ -198,6 +203,7 @@ func Open(o Options) (*Engine, error) {
 		MaxOutboxBackoff:      o.MaxOutboxBackoff,
 		MaxOutboxInflight:     o.MaxOutboxInflight,
 		MaxOutboxAhead:        o.MaxOutboxAhead,
+		SendReserve:           o.SendReserve,
 		Clock:                 o.Clock,
 		Rand:                  o.Rand,
 		Logger:                o.Logger,

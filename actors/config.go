@@ -61,6 +61,11 @@ const (
 	// DefaultMaxOutboxBackoff: a peer that stays offline is probed once a
 	// minute.
 	DefaultMaxOutboxBackoff = time.Minute
+	// DefaultSendReserve: a session that sends a run of messages commits
+	// its sending chain at most once per 64 of them (ratchetd's own; Status
+	// commits every message). A crash leaves at most 63 keys unused, which
+	// the peer skips: far under MaxSkip (1000) with MaxOutboxAhead's 256.
+	DefaultSendReserve = 64
 )
 
 // Config holds the engine's limits and injected dependencies. Zero fields
@@ -120,6 +125,16 @@ type Config struct {
 	// OutboxRetention drops an outbox envelope never confirmed for that long
 	// (7 days: no subscriber ever appeared for its topic).
 	OutboxRetention time.Duration
+	// SendReserve is how many message keys of a sending chain a session
+	// may commit ahead of use (DefaultSendReserve; negative: none, every
+	// encrypt waits for a commit). Each commit of a session record stores
+	// the chain stepped past the keys reserved, so an encrypt whose key is
+	// below a durable reservation sends at once: the store can never derive
+	// that key again (durability rule 1). A chain reserves as many keys as
+	// it has sent, up to SendReserve, so a chain that sends once (a
+	// conversation turn) reserves one key. It is kept below the peer's skip
+	// window less MaxOutboxAhead and below ratchet.MaxReserve.
+	SendReserve int
 	// ReplayCacheSize bounds the replay cache of DH-fallback and public
 	// messages.
 	ReplayCacheSize int
@@ -186,6 +201,15 @@ func (c Config) withDefaults() Config {
 		c.MaxOutboxAhead = min(DefaultMaxOutboxAhead, c.MaxOutboxInflight/2)
 	}
 	c.MaxOutboxAhead = max(1, min(c.MaxOutboxAhead, ahead-1))
+	switch {
+	case c.SendReserve == 0:
+		c.SendReserve = DefaultSendReserve
+	case c.SendReserve < 0:
+		c.SendReserve = 0
+	}
+	// The peer skips at most MaxSkip keys at once: the keys a crash leaves
+	// unused plus the sends published ahead must stay under it.
+	c.SendReserve = max(0, min(c.SendReserve, ratchet.MaxReserve, ahead-1-c.MaxOutboxAhead))
 	if c.OutboxRetention <= 0 {
 		c.OutboxRetention = 7 * 24 * time.Hour
 	}

@@ -77,6 +77,9 @@ type Stats struct {
 	// Redelivered: unacknowledged messages delivered again after a restart;
 	// OutboxResent: accepted sends published after a restart.
 	Redelivered, OutboxResent int64
+	// ReservedSends counts encrypts that needed no commit: their key was
+	// below a durable reservation of the sending chain (SendReserve).
+	ReservedSends int64
 	// CommitBatch and CommitLatency are histograms of the group commits:
 	// CommitBatch[i] counts those of at most CommitBatchBuckets[i] writes
 	// (the last, of more), CommitLatency[i] those that took at most
@@ -101,7 +104,7 @@ type stats struct {
 	rotations, corrupt, badEnvelopes                                         atomic.Int64
 	commits, committedWrites, commitNanos, maxBatch                          atomic.Int64
 	sessionsActive, passivations, redelivered, outboxResent                  atomic.Int64
-	supervisorPassivations, actorFailures                                    atomic.Int64
+	supervisorPassivations, actorFailures, reservedSends                     atomic.Int64
 	commitBatch                                                              [len(CommitBatchBuckets) + 1]atomic.Int64
 	commitLatency                                                            [len(CommitLatencyBuckets) + 1]atomic.Int64
 	// queued is MailboxDepth in shards (the engine's mailboxes take one
@@ -672,7 +675,7 @@ func (e *Engine) Stats() Stats {
 		Commits: s.commits.Load(), CommittedWrites: s.committedWrites.Load(), CommitNanos: s.commitNanos.Load(),
 		MaxBatch: s.maxBatch.Load(), SessionsActive: s.sessionsActive.Load(), Passivations: s.passivations.Load(),
 		Redelivered: s.redelivered.Load(), OutboxResent: s.outboxResent.Load(), SupervisorPassivations: s.supervisorPassivations.Load(),
-		ActorFailures: s.actorFailures.Load(), MailboxDepth: s.mailboxDepth(),
+		ActorFailures: s.actorFailures.Load(), MailboxDepth: s.mailboxDepth(), ReservedSends: s.reservedSends.Load(),
 	}
 	for i := range s.commitBatch {
 		st.CommitBatch[i] = s.commitBatch[i].Load()

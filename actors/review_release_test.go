@@ -60,8 +60,9 @@ func newReviewPair(t *testing.T) *reviewPair {
 	store := newGatedCommitStore()
 	tr := transport.NewMemory(transport.MemoryOptions{Manual: true})
 	// The bundle a attaches stays fresh for the whole test: a send then
-	// waits for its encrypts only, not for the publisher.
-	e := NewEngine(Config{BundleResignInterval: time.Hour}, store, tr, func(Message) {})
+	// waits for its encrypts only, not for the publisher. The tests stall
+	// sends at their commits: no key is reserved, so every send commits.
+	e := NewEngine(Config{BundleResignInterval: time.Hour, SendReserve: -1}, store, tr, func(Message) {})
 	p := &reviewPair{e: e, store: store, tr: tr}
 	var err error
 	if p.a, p.aID, err = e.CreateInstallation(nil); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
@@ -53,6 +54,29 @@ type peerSession struct {
 	// absent: the last load found no record under the key (not even an
 	// unreadable one).
 	absent bool
+
+	// Sending-chain reservations (Config.SendReserve). covered is the one
+	// the store holds: the record last committed or loaded stores that
+	// chain stepped to covered.upto, so an encrypt of a key below it sends
+	// without a commit. reserving is the one the record write being made
+	// carries (snapshot), heldCover the one of the record in the open
+	// batch, which becomes covered when the batch commits.
+	covered, reserving, heldCover reservation
+}
+
+// reservation is a sending chain stepped ahead of use (ratchet.Reserve):
+// the chain, named by our ratchet public key (a new one starts each
+// chain), the message number it is stepped to, and its chain key there.
+type reservation struct {
+	ok    bool
+	chain keys.PublicKey
+	upto  uint32
+	ck    ratchet.ChainKey
+}
+
+// exactly is the reservation of a state stored as it is.
+func exactly(st *ratchet.State) reservation {
+	return reservation{ok: true, chain: st.DHs.Public, upto: st.Ns, ck: st.Send}
 }
 
 // heldReply is an answer waiting for its batch's commit: a decrypt's
@@ -118,6 +142,7 @@ func (s *peerSession) receive(ctx actor.Context) {
 		}
 	case *actor.Stopping:
 		s.flush(ctx) // answer what is held before the session goes
+		s.rewind()
 		s.awaitLate()
 		// A ResetSending taken while the state could not be read: its
 		// stale mark is made now, or the supervisor that reloads its index
@@ -178,6 +203,7 @@ func (s *peerSession) hold(ctx actor.Context, h heldReply, writes ...persistence
 	s.held = append(s.held, h)
 	for _, w := range writes {
 		if !w.Delete && bytes.Equal(w.Key, s.storeKey) {
+			s.heldCover = s.reserving
 			if s.heldRecord > 0 {
 				s.heldWrites[s.heldRecord-1] = w
 				continue
@@ -204,6 +230,7 @@ func (s *peerSession) flush(ctx actor.Context) {
 		return
 	}
 	held, writes, notify := s.held, s.heldWrites, s.heldNotify
+	record, cover := s.heldRecord > 0, s.heldCover
 	s.held, s.heldWrites, s.heldNotify, s.heldRecord = nil, nil, false, 0
 	if err := s.commit(writes); err != nil {
 		s.reload()
@@ -211,6 +238,9 @@ func (s *peerSession) flush(ctx actor.Context) {
 			ctx.Send(h.to, h.answer(err))
 		}
 		return
+	}
+	if record {
+		s.covered = cover
 	}
 	if notify {
 		s.notify(ctx)
@@ -281,6 +311,7 @@ var errCorruptRecord = errors.New("corrupt session record")
 // rather than forgetting a state that is still on disk.
 func (s *peerSession) reload() error {
 	s.rec, s.sess = nil, nil
+	s.covered, s.reserving = reservation{}, reservation{}
 	if s.late != nil {
 		if !s.late.landed() {
 			s.unloaded = true
@@ -349,6 +380,8 @@ func (s *peerSession) use(rec *messages.SessionRecord, skipped []*messages.Skipp
 	}
 	s.keep(rec)
 	s.sess = &ratchet.Session{State: st, Skipped: sk, Limits: s.deps.cfg.Ratchet}
+	s.covered = exactly(&st)
+	s.reserving = s.covered
 	return nil
 }
 
@@ -424,8 +457,16 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 		resp.Error, resp.Detail = codeOf(err), err.Error()
 		return resp
 	}
+	if m.Reinit == nil && len(s.held) == 0 && s.covers(&sess.State) {
+		// The store holds this chain stepped past the key: it can never
+		// derive it again, so the ciphertext may leave with nothing to
+		// commit (SendReserve).
+		sess.State = next
+		s.deps.stats.reservedSends.Add(1)
+		return s.encrypted(resp, h, ct)
+	}
 	rec := proto.Clone(cur).(*messages.SessionRecord)
-	rec.State = next.Snapshot()
+	rec.State = s.snapshot(&next)
 	w, err := recordWrite(s.storeKey, rec)
 	if err != nil {
 		resp.Error, resp.Detail = messages.ErrorCode_INTERNAL, err.Error()
@@ -445,6 +486,7 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 	sess.State = next
 	s.keep(rec)
 	s.sess = sess
+	s.covered = s.reserving
 	s.notify(ctx)
 	return s.encrypted(resp, h, ct)
 }
@@ -569,7 +611,7 @@ func (s *peerSession) decryptFresh(ctx actor.Context, m *messages.DecryptRequest
 		PeerEphemeralKey:   m.FreshPeerEphemeral,
 		Confirmed:          true,
 	}
-	rec.State = r.Next.Snapshot()
+	rec.State = s.snapshot(&r.Next)
 	// The old state under this id is replaced: delete its skipped keys.
 	writes := []persistence.Write{{Key: initKey, Value: []byte{1}}}
 	old, err := s.skippedKeys()
@@ -588,6 +630,7 @@ func (s *peerSession) decryptFresh(ctx actor.Context, m *messages.DecryptRequest
 	}
 	s.keep(rec)
 	s.sess = &fresh
+	s.covered = s.reserving
 	s.notify(ctx)
 	resp.Plaintext = r.Plaintext
 	return resp
@@ -605,7 +648,7 @@ func (s *peerSession) markStale(ctx actor.Context) error {
 	}
 	rec := proto.Clone(s.rec).(*messages.SessionRecord)
 	rec.Stale = true
-	rec.State = s.sess.State.Snapshot()
+	rec.State = s.snapshot(&s.sess.State)
 	w, err := recordWrite(s.storeKey, rec)
 	if err == nil {
 		err = s.commit([]persistence.Write{w})
@@ -615,6 +658,7 @@ func (s *peerSession) markStale(ctx actor.Context) error {
 		return err
 	}
 	s.keep(rec)
+	s.covered = s.reserving
 	return nil
 }
 
@@ -642,9 +686,71 @@ func (s *peerSession) skippedKeys() ([][]byte, error) {
 // record builds the session record for a new state.
 func (s *peerSession) record(st *ratchet.State, confirmed bool) *messages.SessionRecord {
 	rec := proto.Clone(s.rec).(*messages.SessionRecord)
-	rec.State = st.Snapshot()
+	rec.State = s.snapshot(st)
 	rec.Confirmed = confirmed
 	return rec
+}
+
+// snapshot is the ratchet state a session record stores: st with its
+// sending chain stepped past the keys reserved (Config.SendReserve), the
+// reservation being made kept in s.reserving. A chain reserves as many
+// keys as it has sent so far, at least one and at most SendReserve: one
+// commit covers a chain's next message, then the next two, four, ... A
+// reservation not used up is carried by the chain's later writes.
+func (s *peerSession) snapshot(st *ratchet.State) *messages.RatchetState {
+	r := s.reserving
+	if !r.ok || r.chain != st.DHs.Public || r.upto <= st.Ns {
+		r = exactly(st)
+		if n := s.deps.cfg.SendReserve; n > 0 && st.CanSend() {
+			upto := st.Ns + uint32(min(max(int(st.Ns), 1), n))
+			if upto < st.Ns {
+				upto = math.MaxUint32
+			}
+			if adv, err := ratchet.Reserve(st, upto); err == nil {
+				r.upto, r.ck = adv.Ns, adv.Send
+			}
+		}
+	}
+	s.reserving = r
+	if r.upto == st.Ns {
+		return st.Snapshot()
+	}
+	ahead := *st
+	ahead.Send, ahead.Ns = r.ck, r.upto
+	return ahead.Snapshot()
+}
+
+// covers reports whether the store holds st's sending chain stepped past
+// its next key.
+func (s *peerSession) covers(st *ratchet.State) bool {
+	c := s.covered
+	return c.ok && c.chain == st.DHs.Public && st.Ns < c.upto
+}
+
+// rewind stores the exact sending chain of a session that stops with
+// reserved keys unused, so that the peer need not skip them when it sends
+// again. If the commit fails the reservation stays, which is safe: the
+// chain resumes past it.
+func (s *peerSession) rewind() {
+	if s.sess == nil || s.rec == nil || s.unloaded || s.late != nil {
+		return
+	}
+	st := &s.sess.State
+	if !s.covered.ok || s.covered.chain != st.DHs.Public || s.covered.upto <= st.Ns {
+		return
+	}
+	rec := proto.Clone(s.rec).(*messages.SessionRecord)
+	rec.State = st.Snapshot()
+	w, err := recordWrite(s.storeKey, rec)
+	if err == nil {
+		err = s.commit([]persistence.Write{w})
+	}
+	if err != nil {
+		s.deps.log.Warn("unused reserved keys not given back", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
+		return
+	}
+	s.covered = exactly(st)
+	s.reserving = s.covered
 }
 
 // decryptWrites is one atomic commit: the session record, the new skipped

@@ -223,3 +223,32 @@ func (s *Session) Apply(r *Result) []SkippedKey {
 	}
 	return s.Skipped.evict(s.State.KeysCount, lim)
 }
+
+// MaxReserve bounds how far Reserve steps a sending chain at once: well
+// under the smallest MaxSkip a peer may use, so that the keys a restart
+// leaves unused are always skipped, never refused.
+const MaxReserve = 256
+
+// Reserve returns st with its sending chain stepped to message number upto:
+// Send is the chain key that message upto's key comes from and Ns = upto;
+// st is not modified. Stored in place of st, it can never derive the keys
+// of messages Ns..upto-1 again, so those may be sent while only the
+// reserved state is durable (architecture.md, durability rule 1: after a
+// crash the chain resumes at upto, and the peer skips the keys left unused,
+// status-compat.md §6.5). Before the first received message there is no
+// sending chain and st is returned as it is.
+func Reserve(st *State, upto uint32) (State, error) {
+	next := *st
+	if !st.CanSend() || upto == st.Ns {
+		return next, nil
+	}
+	if upto < st.Ns || upto-st.Ns > MaxReserve {
+		return State{}, fmt.Errorf("%w: reserve from %d to %d", ErrInvalidState, st.Ns, upto)
+	}
+	for ; next.Ns < upto; next.Ns++ {
+		var mk MessageKey
+		next.Send, mk = KDFCK(next.Send)
+		clear(mk[:])
+	}
+	return next, nil
+}
