@@ -19,8 +19,11 @@ import (
 // session (peer identity, peer installation, bundle id). Encrypt and decrypt
 // are serialised by its mailbox. It loads its state from the store when it
 // starts (and so after a restart), and commits every new state to the store
-// before it answers: no ciphertext leaves, and no plaintext is handed on,
-// before the state that produced it is durable.
+// before it answers: no plaintext is handed on before the state that
+// produced it is durable, and no ciphertext leaves before the store holds
+// its sending chain past the key it used (the state that produced it, or a
+// reservation ahead of it: snapshot), so no restart reuses a key
+// (architecture.md, durability rule 1).
 type peerSession struct {
 	deps     *deps
 	local    string
@@ -62,6 +65,15 @@ type peerSession struct {
 	// carries (snapshot), heldCover the one of the record in the open
 	// batch, which becomes covered when the batch commits.
 	covered, reserving, heldCover reservation
+	// used counts the keys this session has used on its current sending
+	// chain since it loaded its state: a reservation never exceeds it (at
+	// least one), so the keys a crash leaves unused are never more than
+	// those it used, and repeated crashes cannot grow the peer's gap faster
+	// than twice what they sent.
+	used struct {
+		chain keys.PublicKey
+		n     uint32
+	}
 }
 
 // reservation is a sending chain stepped ahead of use (ratchet.Reserve):
@@ -142,7 +154,6 @@ func (s *peerSession) receive(ctx actor.Context) {
 		}
 	case *actor.Stopping:
 		s.flush(ctx) // answer what is held before the session goes
-		s.rewind()
 		s.awaitLate()
 		// A ResetSending taken while the state could not be read: its
 		// stale mark is made now, or the supervisor that reloads its index
@@ -150,6 +161,7 @@ func (s *peerSession) receive(ctx actor.Context) {
 		if s.staleWanted && !s.ready(ctx) {
 			s.deps.log.Warn("session stops before its stale mark could be made", "key", fmt.Sprintf("%x", s.storeKey))
 		}
+		s.rewind() // last: a stale mark's write reserves again
 	case *messages.EncryptRequest:
 		if !s.ready(ctx) {
 			if m.Reinit != nil {
@@ -258,6 +270,12 @@ func (s *peerSession) ready(ctx actor.Context) bool {
 		return false
 	}
 	if s.staleWanted {
+		// The held decrypts first: the mark's record holds their state,
+		// which must not be durable before their inbox records.
+		s.flush(ctx)
+		if s.unloaded {
+			return false
+		}
 		// Wanted again if it fails (its commit answered late: the next
 		// ready after the outcome tries again).
 		s.staleWanted = s.markStale(ctx) != nil
@@ -312,6 +330,7 @@ var errCorruptRecord = errors.New("corrupt session record")
 func (s *peerSession) reload() error {
 	s.rec, s.sess = nil, nil
 	s.covered, s.reserving = reservation{}, reservation{}
+	s.used.n = 0
 	if s.late != nil {
 		if !s.late.landed() {
 			s.unloaded = true
@@ -413,9 +432,10 @@ func (s *peerSession) reinitFailed(ctx actor.Context, m *messages.EncryptRequest
 	ctx.Send(ctx.Parent(), &messages.SessionUpdate{PeerInstallationId: m.Reinit.PeerInstallationId, BundleId: m.Reinit.BundleId})
 }
 
-// encrypt answers a failed encrypt, and one that re-initialises the
-// session, at once; an encrypt on the session is held for its batch's
-// commit (nil): no ciphertext leaves before its state is durable
+// encrypt answers a failed encrypt, one that re-initialises the session,
+// and one whose key a durable reservation covers, at once; any other
+// encrypt on the session is held for its batch's commit (nil): no
+// ciphertext leaves before the store holds its chain past its key
 // (architecture.md, write-ahead on send), and the encrypts and decrypts
 // queued behind each other share one commit.
 func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *messages.EncryptResponse {
@@ -457,6 +477,10 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 		resp.Error, resp.Detail = codeOf(err), err.Error()
 		return resp
 	}
+	if s.used.chain != next.DHs.Public {
+		s.used.chain, s.used.n = next.DHs.Public, 0
+	}
+	s.used.n++
 	if m.Reinit == nil && len(s.held) == 0 && s.covers(&sess.State) {
 		// The store holds this chain stepped past the key: it can never
 		// derive it again, so the ciphertext may leave with nothing to
@@ -694,15 +718,20 @@ func (s *peerSession) record(st *ratchet.State, confirmed bool) *messages.Sessio
 // snapshot is the ratchet state a session record stores: st with its
 // sending chain stepped past the keys reserved (Config.SendReserve), the
 // reservation being made kept in s.reserving. A chain reserves as many
-// keys as it has sent so far, at least one and at most SendReserve: one
-// commit covers a chain's next message, then the next two, four, ... A
-// reservation not used up is carried by the chain's later writes.
+// keys as this session has used on it since it loaded (used), at least one
+// and at most SendReserve: one commit covers a chain's next message, then
+// the next two, four, ... A reservation not used up is carried by the
+// chain's later writes.
 func (s *peerSession) snapshot(st *ratchet.State) *messages.RatchetState {
 	r := s.reserving
 	if !r.ok || r.chain != st.DHs.Public || r.upto <= st.Ns {
 		r = exactly(st)
 		if n := s.deps.cfg.SendReserve; n > 0 && st.CanSend() {
-			upto := st.Ns + uint32(min(max(int(st.Ns), 1), n))
+			used := 0
+			if s.used.chain == st.DHs.Public {
+				used = int(s.used.n)
+			}
+			upto := st.Ns + uint32(min(max(used, 1), n))
 			if upto < st.Ns {
 				upto = math.MaxUint32
 			}

@@ -10,8 +10,9 @@ import (
 
 // Encrypt is RatchetEncrypt (status-compat.md §6.4): it steps the sending
 // chain and seals plaintext with the header as associated data. It returns
-// the next state; st is not modified. The caller must make the next state
-// durable before the ciphertext leaves (architecture.md, durability rule 1).
+// the next state; st is not modified. The caller must make the next state,
+// or one reserved ahead of it on the same chain (Reserve), durable before
+// the ciphertext leaves (architecture.md, durability rule 1).
 func Encrypt(st *State, plaintext []byte) (State, Header, []byte, error) {
 	if !st.CanSend() {
 		return State{}, Header{}, nil, ErrNoSendingChain
