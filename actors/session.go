@@ -756,16 +756,21 @@ func (s *peerSession) covers(st *ratchet.State) bool {
 	return c.ok && c.chain == st.DHs.Public && st.Ns < c.upto
 }
 
+// minRewind is the fewest unused reserved keys worth a write at Stopping: a
+// single one (a conversation turn's, or a new session's) costs the peer one
+// skipped key if the session ever sends again, as much as the write would.
+const minRewind = 2
+
 // rewind stores the exact sending chain of a session that stops with
-// reserved keys unused, so that the peer need not skip them when it sends
-// again. If the commit fails the reservation stays, which is safe: the
-// chain resumes past it.
+// reserved keys unused (at least minRewind), so that the peer need not skip
+// them when it sends again. If the commit fails the reservation stays,
+// which is safe: the chain resumes past it.
 func (s *peerSession) rewind() {
 	if s.sess == nil || s.rec == nil || s.unloaded || s.late != nil {
 		return
 	}
 	st := &s.sess.State
-	if !s.covered.ok || s.covered.chain != st.DHs.Public || s.covered.upto <= st.Ns {
+	if !s.covered.ok || s.covered.chain != st.DHs.Public || s.covered.upto-st.Ns < minRewind {
 		return
 	}
 	rec := proto.Clone(s.rec).(*messages.SessionRecord)
