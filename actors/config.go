@@ -131,9 +131,11 @@ type Config struct {
 	// the chain stepped past the keys reserved, so an encrypt whose key is
 	// below a durable reservation sends at once: the store can never derive
 	// that key again (durability rule 1). A chain reserves as many keys as
-	// it has sent, up to SendReserve, so a chain that sends once (a
-	// conversation turn) reserves one key. It is kept below the peer's skip
-	// window less MaxOutboxAhead and below ratchet.MaxReserve.
+	// the session has used on it since it loaded its state (at least one),
+	// up to SendReserve: a chain that sends once (a conversation turn)
+	// reserves one key, and a crash leaves unused at most as many keys as
+	// it used. It is kept below the peer's skip window less MaxOutboxAhead
+	// and below ratchet.MaxReserve.
 	SendReserve int
 	// ReplayCacheSize bounds the replay cache of DH-fallback and public
 	// messages.
