@@ -182,6 +182,64 @@ func reviewCrashCopy(t *testing.T, st persistence.Store) *persistence.Memory {
 	return img
 }
 
+// crashPair is an engine hosting a and b (a has b's bundle) on a memory
+// store and a manual transport, recording what each application receives;
+// crash abandons the engine and opens a new one on reviewCrashCopy of its
+// store, as a kill -9 and a restart would.
+type crashPair struct {
+	*reviewPair
+	cfg   Config
+	store persistence.Store
+	mu    sync.Mutex
+	got   map[string][]string
+}
+
+func newCrashPair(t *testing.T, cfg Config) *crashPair {
+	t.Helper()
+	c := &crashPair{cfg: cfg, store: persistence.NewMemory(), got: map[string][]string{}}
+	tr := transport.NewMemory(transport.MemoryOptions{Manual: true})
+	p := &reviewPair{e: NewEngine(cfg, c.store, tr, c.handle), tr: tr}
+	c.reviewPair = p
+	var err error
+	if p.a, p.aID, err = p.e.CreateInstallation(nil); err != nil {
+		t.Fatal(err)
+	}
+	if p.b, p.bID, err = p.e.CreateInstallation(nil); err != nil {
+		t.Fatal(err)
+	}
+	br, _ := p.request(t, p.b, &messages.BundleRequest{NowUnixNano: time.Now().UnixNano()}).(*messages.BundleReply)
+	p.request(t, p.a, &messages.ImportBundle{Bundle: br.Bundle})
+	return c
+}
+
+func (c *crashPair) handle(m Message) {
+	c.mu.Lock()
+	c.got[m.RecipientInstallation] = append(c.got[m.RecipientInstallation], string(m.Payload))
+	c.mu.Unlock()
+}
+
+func (c *crashPair) received(id string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.got[id])
+}
+
+func (c *crashPair) crash(t *testing.T) {
+	t.Helper()
+	img := reviewCrashCopy(t, c.store)
+	c.e.Close() // abandoned: its store is not the one reopened
+	c.store = img
+	c.e = NewEngine(c.cfg, c.store, c.tr, c.handle)
+	if _, err := c.e.LoadInstallations(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *crashPair) close() {
+	c.e.Close()
+	c.tr.Close()
+}
+
 // TestReviewReserveGapBoundedOverCrashes: found by review of a108b42, where
 // a reservation was sized by the chain's Ns (SendReserve <= MaxSkip-1-
 // MaxOutboxAhead bounded the gap of ONE crash only). Every restart loads
@@ -197,34 +255,10 @@ func TestReviewReserveGapBoundedOverCrashes(t *testing.T) {
 	for _, reserve := range []int{-1, 0} {
 		t.Run(fmt.Sprint("SendReserve=", reserve), func(t *testing.T) {
 			cfg := Config{BundleResignInterval: time.Hour, SendReserve: reserve}
-			var mu sync.Mutex
-			got := map[string][]string{}
-			handler := func(m Message) {
-				mu.Lock()
-				got[m.RecipientInstallation] = append(got[m.RecipientInstallation], string(m.Payload))
-				mu.Unlock()
-			}
-			received := func(id string) []string {
-				mu.Lock()
-				defer mu.Unlock()
-				return slices.Clone(got[id])
-			}
-			tr := transport.NewMemory(transport.MemoryOptions{Manual: true})
-			defer tr.Close()
-			var store persistence.Store = persistence.NewMemory()
-			e := NewEngine(cfg, store, tr, handler)
-			defer func() { e.Close() }()
-			a, aID, err := e.CreateInstallation(nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, bID, err := e.CreateInstallation(nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p := &reviewPair{e: e, tr: tr, a: a, b: b, aID: aID, bID: bID}
-			br, _ := p.request(t, b, &messages.BundleRequest{NowUnixNano: time.Now().UnixNano()}).(*messages.BundleReply)
-			p.request(t, a, &messages.ImportBundle{Bundle: br.Bundle})
+			c := newCrashPair(t, cfg)
+			defer c.close()
+			p, tr, received := c.reviewPair, c.tr, c.received
+			a, aID, b, bID := p.a, p.aID, p.b, p.bID
 			// deliver delivers what the transport holds and waits (a while)
 			// for text to reach id's application. Unacknowledged messages
 			// are delivered again after each restart: counts grow.
@@ -248,19 +282,12 @@ func TestReviewReserveGapBoundedOverCrashes(t *testing.T) {
 				// the restart), then the process dies before its envelope
 				// reaches b.
 				p.send(t, a, bID, fmt.Sprint("lost ", i))
-				img := reviewCrashCopy(t, store)
 				tr.DropAll()
-				e.Close() // abandoned: its store is not the one reopened
-				store = img
-				e = NewEngine(cfg, store, tr, handler)
-				p.e = e
-				if _, err := e.LoadInstallations(); err != nil {
-					t.Fatal(err)
-				}
+				c.crash(t)
 			}
 			rec := &messages.SessionRecord{}
 			var n uint32
-			store.Scan(persistence.SessionPrefix(a, bID[:]), func(_, v []byte) error {
+			c.store.Scan(persistence.SessionPrefix(a, bID[:]), func(_, v []byte) error {
 				if proto.Unmarshal(v, rec) == nil {
 					n = rec.GetState().GetSendN()
 				}
