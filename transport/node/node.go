@@ -208,14 +208,15 @@ func Start(o Options) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: listen port %q: %w", portS, err)
 	}
-	if port == 0 {
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return nil, err
-		}
-		port = l.Addr().(*net.TCPAddr).Port
-		l.Close()
+	// Listen once here, for the port when none is given and for an error
+	// the caller can test (errors.Is(err, syscall.EADDRINUSE)): protoactor
+	// listens again in remote.Start and only panics with the text.
+	l, err := net.Listen("tcp", net.JoinHostPort(host, portS))
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
 	}
+	port = l.Addr().(*net.TCPAddr).Port
+	l.Close()
 	n := &Node{
 		o: o, subs: map[string][]*subscription{}, peers: map[string]map[string]bool{}, known: map[string]bool{},
 		inflight: map[string]int{}, drops: map[string]int64{}, stop: make(chan struct{}),
@@ -223,7 +224,10 @@ func Start(o Options) (*Node, error) {
 	}
 	n.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return o.Logger }))
 	n.rem = remote.NewRemote(n.sys, remote.Configure(host, port))
-	n.rem.Start()
+	if err := startRemote(n.rem); err != nil {
+		n.sys.Shutdown()
+		return nil, fmt.Errorf("node: listen on %s: %w", net.JoinHostPort(host, strconv.Itoa(port)), err)
+	}
 	n.address = net.JoinHostPort(host, strconv.Itoa(port))
 	pid, err := n.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &nodeActor{n: n} }), actorName)
 	if err != nil {
@@ -520,6 +524,26 @@ func (n *Node) drop(reason string) {
 	n.mu.Unlock()
 }
 
+// startRemote starts r, which panics when it cannot listen (the address
+// taken since Start's own listen): a node that cannot start returns an
+// error instead.
+func startRemote(r *remote.Remote) (err error) {
+	defer func() {
+		switch p := recover().(type) {
+		case nil:
+		case error:
+			err = p
+		default:
+			err = fmt.Errorf("%v", p)
+		}
+	}()
+	r.Start()
+	return nil
+}
+
+// closeGrace is how long Close lets the remote layer shut down gracefully.
+const closeGrace = time.Second
+
 // Close stops greeting, closes the subscriptions and shuts the remote layer
 // down.
 func (n *Node) Close() error {
@@ -551,12 +575,17 @@ func (n *Node) Close() error {
 	case <-time.After(n.o.DeliverTimeout):
 	}
 	// A graceful remote shutdown waits for unreachable peers' endpoints
-	// (about 10 s); what is unsent then is sent again from the outboxes.
+	// (about 10 s, and its gRPC listener stays open until then); what is
+	// unsent then is sent again from the outboxes. After closeGrace the
+	// gRPC server is stopped outright, which closes its listener at once:
+	// when Close returns the address is free for a node started again on it
+	// (remote.Start panics on "address already in use").
 	done := make(chan struct{})
 	go func() { n.rem.Shutdown(true); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(time.Second):
+	case <-time.After(closeGrace):
+		n.rem.Shutdown(false) // grpc.Server.Stop: safe during GracefulStop
 	}
 	n.sys.Shutdown()
 	return nil

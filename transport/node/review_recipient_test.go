@@ -81,7 +81,7 @@ func TestReviewOwnEchoConfirmsPairedCopy(t *testing.T) {
 	// alice2 is back on its address, with its store: what alice1's outbox
 	// still holds for it goes out (news of its topics wakes the lane).
 	stub.Close()
-	upWhenFree(t, c)
+	c.up()
 	defer c.down()
 	for deadline := time.Now().Add(8 * time.Second); len(c.received()) < n+1 && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)

@@ -4,8 +4,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -265,6 +267,15 @@ func TestReviewCloseStallsOnUnreachablePeer(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("Close took %v with one unreachable peer", d)
 	}
+	// Close has returned, so the address is free: a node started again on
+	// it in the same process must not find its old listener there
+	// (protoactor's remote.Start panics on "address already in use"; seen
+	// in CI as TestWarmUpWaitsForEveryPeer's restart).
+	l, err := net.Listen("tcp", a.Address())
+	if err != nil {
+		t.Fatalf("address still in use after Close: %v", err)
+	}
+	l.Close()
 }
 
 // TestForgedAnnouncementsAreBounded: Hellos and Subscribed messages with
@@ -298,5 +309,24 @@ func TestForgedAnnouncementsAreBounded(t *testing.T) {
 	}
 	if n := st.PeerTopics["10.9.0.0:1"]; n > 16 {
 		t.Fatalf("%d topics remembered for one peer, cap 16", n)
+	}
+}
+
+// TestStartOnAddressInUse: a node asked to listen where something already
+// listens returns an error; protoactor's remote.Start panics there, and a
+// panic would take an embedding program down with it.
+func TestStartOnAddressInUse(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	n, err := node.Start(node.Options{Listen: l.Addr().String(), HelloInterval: time.Hour})
+	if err == nil {
+		n.Close()
+		t.Fatal("Start listened on an address in use")
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("Start's error %v is not EADDRINUSE", err)
 	}
 }

@@ -80,7 +80,7 @@ func TestReviewPartitionMateTakesAbsentRecipientsBacklog(t *testing.T) {
 
 	// alice's process restarts while y's node is still down.
 	a.down()
-	upWhenFree(t, a)
+	a.up()
 	drained := false
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if out, _, _ := a.eng.Pending(); out == 0 {
@@ -91,7 +91,7 @@ func TestReviewPartitionMateTakesAbsentRecipientsBacklog(t *testing.T) {
 	bDelivered := b.node.Stats().Delivered
 
 	// y is back on its address; what alice's outbox still holds reaches it.
-	upWhenFree(t, yh)
+	yh.up()
 	defer yh.down()
 	for deadline := time.Now().Add(8 * time.Second); len(yh.received()) < n+1 && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)
@@ -104,24 +104,6 @@ func TestReviewPartitionMateTakesAbsentRecipientsBacklog(t *testing.T) {
 		t.Fatalf("y received %d of the %d sends made while its node was down, and alice's outbox holds %d: b's node confirmed them for x, y's partition-mate (drained while y was down: %v)",
 			got, n, out, drained)
 	}
-}
-
-// upWhenFree starts h again once its address can be listened on (a node's
-// Close gives its remote layer's shutdown a second, and the listener may
-// outlive it a little).
-func upWhenFree(t *testing.T, h *host) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		l, err := net.Listen("tcp", h.addr)
-		if err == nil {
-			l.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s stays in use: %v", h.addr, err)
-		}
-	}
-	h.up()
 }
 
 // TestReviewQuickRestartIsNotNews: the node takes a peer's return for news
