@@ -76,6 +76,12 @@ type Options struct {
 	BundleRefreshInterval time.Duration
 	// BundleAdvertInterval rate-limits bundle replies to a peer (2 h).
 	BundleAdvertInterval time.Duration
+	// BundleRecheckInterval: a peer's bundle that lists exactly the
+	// entries of its last verified one is verified again at most this
+	// often (1 min; negative: every new signature). Status re-signs its
+	// bundle on every send, so otherwise each message from a Status client
+	// costs one more signature recovery.
+	BundleRecheckInterval time.Duration
 	// Clock is the engine's time source (time.Now).
 	Clock func() time.Time
 	// Rand is the source of all keys and nonces (crypto/rand); it must be
@@ -197,6 +203,7 @@ func Open(o Options) (*Engine, error) {
 		MaxDevicesPerIdentity: o.Limits.MaxDevicesPerIdentity,
 		BundleRefreshInterval: o.BundleRefreshInterval,
 		BundleAdvertInterval:  o.BundleAdvertInterval,
+		BundleRecheckInterval: o.BundleRecheckInterval,
 		RequestTimeout:        o.RequestTimeout,
 		SessionIdleTimeout:    o.SessionIdleTimeout,
 		OutboxRetryInterval:   o.OutboxRetryInterval,

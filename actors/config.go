@@ -35,6 +35,11 @@ const (
 	// activity, so ratchetd re-signs at most once per interval, saving a
 	// signature (~25 µs) per message at high volume. Zero re-signs every time.
 	DefaultBundleResignInterval = time.Second
+	// DefaultBundleRecheckInterval: a received bundle that lists exactly
+	// the entries of the sender's last verified one is verified again at
+	// most once a minute (ratchetd's own; Status verifies every attached
+	// bundle, and re-signs its own on every send, §4.2).
+	DefaultBundleRecheckInterval = time.Minute
 	// DefaultBundleAdvertInterval rate-limits the bundle we send back to a
 	// peer whose message we could not use (partitioned device, failed
 	// decrypt): Status's deviceNotFoundAckInterval, 7200 s (§10.3).
@@ -76,6 +81,11 @@ type Config struct {
 	BundleRefreshInterval time.Duration
 	BundleResignInterval  time.Duration // negative: re-sign on every send
 	BundleAdvertInterval  time.Duration
+	// BundleRecheckInterval: how long after verifying a sender's bundle one
+	// with the same entries under a new signature is taken for it
+	// unverified (its newer timestamp is not recorded); negative: every new
+	// signature is verified.
+	BundleRecheckInterval time.Duration
 	RequestTimeout        time.Duration
 	// CommitTimeout bounds the wait for a commit (2 min): much longer than
 	// a request, because a writer that gives up on a commit that lands
@@ -174,6 +184,11 @@ func (c Config) withDefaults() Config {
 		c.BundleResignInterval = DefaultBundleResignInterval
 	} else if c.BundleResignInterval < 0 {
 		c.BundleResignInterval = 0
+	}
+	if c.BundleRecheckInterval == 0 {
+		c.BundleRecheckInterval = DefaultBundleRecheckInterval
+	} else if c.BundleRecheckInterval < 0 {
+		c.BundleRecheckInterval = 0
 	}
 	if c.BundleAdvertInterval <= 0 {
 		c.BundleAdvertInterval = DefaultBundleAdvertInterval

@@ -66,6 +66,10 @@ type Stats struct {
 	Published, Decrypted, Duplicates, DecryptFailures, Malformed, BadBundles int64
 	NotForDevice, Adverts, Unwrapped, Unsupported, X3DHActive, X3DHPassive   int64
 	Rotations, Corrupt, BadEnvelopes                                         int64
+	// BundlesVerified counts the attached bundles whose signature was
+	// checked; BundlesUnchanged those taken for the sender's last verified
+	// one within Config.BundleRecheckInterval and not checked.
+	BundlesVerified, BundlesUnchanged int64
 	// Group commit: transactions, writes, time spent, largest batch (in
 	// requests).
 	Commits, CommittedWrites, CommitNanos, MaxBatch int64
@@ -102,6 +106,7 @@ type stats struct {
 	published, decrypted, duplicates, decryptFailures, malformed, badBundles atomic.Int64
 	notForDevice, adverts, unwrapped, unsupported, x3dhActive, x3dhPassive   atomic.Int64
 	rotations, corrupt, badEnvelopes                                         atomic.Int64
+	bundlesVerified, bundlesUnchanged                                        atomic.Int64
 	commits, committedWrites, commitNanos, maxBatch                          atomic.Int64
 	sessionsActive, passivations, redelivered, outboxResent                  atomic.Int64
 	supervisorPassivations, actorFailures, reservedSends                     atomic.Int64
@@ -672,6 +677,7 @@ func (e *Engine) Stats() Stats {
 		NotForDevice: s.notForDevice.Load(), Adverts: s.adverts.Load(), Unwrapped: s.unwrapped.Load(),
 		Unsupported: s.unsupported.Load(), X3DHActive: s.x3dhActive.Load(), X3DHPassive: s.x3dhPassive.Load(),
 		Rotations: s.rotations.Load(), Corrupt: s.corrupt.Load(), BadEnvelopes: s.badEnvelopes.Load(),
+		BundlesVerified: s.bundlesVerified.Load(), BundlesUnchanged: s.bundlesUnchanged.Load(),
 		Commits: s.commits.Load(), CommittedWrites: s.committedWrites.Load(), CommitNanos: s.commitNanos.Load(),
 		MaxBatch: s.maxBatch.Load(), SessionsActive: s.sessionsActive.Load(), Passivations: s.passivations.Load(),
 		Redelivered: s.redelivered.Load(), OutboxResent: s.outboxResent.Load(), SupervisorPassivations: s.supervisorPassivations.Load(),

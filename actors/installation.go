@@ -50,10 +50,11 @@ type installation struct {
 	// no ratchet protects from replay (Status dedups them in its transport's
 	// processed-envelope cache).
 	seen *replayCache
-	// verified is the signature of the last bundle verified per sender:
-	// Status attaches its bundle to every message and re-signs it rarely,
-	// so the same bundle arrives again and again; it is verified once.
-	verified map[keys.PublicKey][keys.SignatureSize]byte
+	// verified is what processBundle keeps of the last bundle verified per
+	// sender. Status attaches its bundle to every message and re-signs it
+	// with the current time on every send (status-compat.md §4.2), so the
+	// same entries arrive again and again under new signatures.
+	verified map[keys.PublicKey]lastBundle
 	// The outbox (outbox.go) is published in passes, oldest record first.
 	// inflight: envelopes published and not yet confirmed (at most
 	// MaxOutboxInflight); waiting: those to publish next (queued: their
@@ -207,7 +208,7 @@ func (in *installation) start(ctx actor.Context) {
 	if !in.created {
 		in.loadReplays()
 	}
-	in.verified = make(map[keys.PublicKey][keys.SignatureSize]byte)
+	in.verified = make(map[keys.PublicKey]lastBundle)
 	// A restart (after a panic) starts the outbox afresh from the store.
 	in.inflight = make(map[string]bool)
 	in.queued = make(map[string]bool)
@@ -431,25 +432,71 @@ func (in *installation) malformed(ctx actor.Context, why string) {
 	ctx.Respond(&messages.Processed{Error: messages.ErrorCode_MALFORMED, Detail: why})
 }
 
+// lastBundle is a sender's last verified bundle: its signature, its
+// entries (sorted, as verified) and when it was verified (local clock).
+type lastBundle struct {
+	sig     [keys.SignatureSize]byte
+	entries []bundle.Entry
+	at      time.Time
+}
+
+// unchanged reports whether b lists exactly the entries of l, for identity
+// id: every installation with the same prekey, version and protocol
+// version, and no other. It reads b's fields and allocates nothing.
+func (l *lastBundle) unchanged(id keys.PublicKey, b *messages.Bundle) bool {
+	spks := b.GetSignedPreKeys()
+	if !bytes.Equal(b.GetIdentity(), id[:]) || len(spks) != len(l.entries) {
+		return false
+	}
+	for i := range l.entries {
+		e := &l.entries[i]
+		spk := spks[e.InstallationID]
+		if spk == nil || !bytes.Equal(spk.GetSignedPreKey(), e.SignedPreKey[:]) ||
+			spk.GetVersion() != e.Version || spk.GetProtocolVersion() != e.ProtocolVersion {
+			return false
+		}
+	}
+	return true
+}
+
 // processBundle verifies a received bundle before anything of it is used or
 // stored, and rejects a bundle that is not the sender's own (X3DH §3.3;
 // status-compat.md §4.4: Status checks neither first).
+//
+// A bundle that cannot change what we store is not verified again, and
+// nothing of it is used:
+//   - one with the sender's last verified signature. Other content under
+//     that signature (only its signer can send it, in an envelope it
+//     signed too) changes nothing, as when it fails verification. (This
+//     replaced a deterministic marshal and a Keccak of every attached
+//     bundle: 6 allocations per received message.)
+//   - one that lists exactly the entries of the sender's last verified
+//     bundle, within BundleRecheckInterval of that verification. Status
+//     re-signs its bundle with the current time on every send (§4.2), so
+//     without this every message from a Status client cost a signature
+//     recovery (~50 µs) on top of its envelope's. All such a bundle could
+//     change is the devices' activity time, which is then kept at most
+//     BundleRecheckInterval behind. Any change of entries (a rotated
+//     prekey, a new version, a device added or gone) is verified at once.
+//
+// What the signature does not cover (the entries' protocol versions,
+// status-compat.md §4.4) changes only with a new signature.
 func (in *installation) processBundle(ctx actor.Context, sender keys.PublicKey, b *messages.Bundle) {
-	// A bundle with the sender's last verified signature is taken for the
-	// one verified and stored then, and nothing of it is used: other
-	// content under that signature (only its signer can send it, in an
-	// envelope it signed too) changes nothing, as when it fails
-	// verification. One difference: what the signature does not cover (the
-	// entries' protocol versions, status-compat.md §4.4) changes only with
-	// a new signature. (This replaced a deterministic marshal and a Keccak
-	// of every attached bundle: 6 allocations per received message.)
 	var sig [keys.SignatureSize]byte
 	if len(b.GetSignature()) == len(sig) {
 		copy(sig[:], b.Signature)
-		if last, ok := in.verified[sender]; ok && last == sig {
+	}
+	now := in.deps.cfg.Clock()
+	if last, ok := in.verified[sender]; ok {
+		if last.sig == sig {
+			return
+		}
+		if d := now.Sub(last.at); in.deps.cfg.BundleRecheckInterval > 0 && d >= 0 && d < in.deps.cfg.BundleRecheckInterval && last.unchanged(sender, b) {
+			in.deps.stats.bundlesUnchanged.Add(1)
 			return
 		}
 	}
+	in.deps.stats.bundlesVerified.Add(1)
 	v, err := bundle.Verifier{MaxEntries: in.deps.cfg.MaxBundleEntries}.Verify(b)
 	if err != nil {
 		in.deps.stats.badBundles.Add(1)
@@ -461,10 +508,14 @@ func (in *installation) processBundle(ctx actor.Context, sender keys.PublicKey, 
 		in.deps.log.Debug("bundle of another identity rejected", "bundle", v.Identity.String(), "sender", sender.String())
 		return
 	}
-	if len(in.verified) >= in.deps.cfg.ReplayCacheSize {
-		clear(in.verified)
+	if _, ok := in.verified[sender]; !ok && len(in.verified) >= in.deps.cfg.ReplayCacheSize {
+		for k := range in.verified { // a random one (map order): a busy bot keeps most of its peers
+			delete(in.verified, k)
+			break
+		}
 	}
-	in.verified[sender] = sig // a verified bundle's signature has its size
+	// A verified bundle's signature has its size.
+	in.verified[sender] = lastBundle{sig: sig, entries: v.Entries, at: now}
 	in.storeBundle(ctx, v)
 }
 

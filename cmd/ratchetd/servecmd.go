@@ -84,6 +84,8 @@ func metricsHandler(s *serve.Server) http.Handler {
 			{"ratchetd_decrypt_failures_total", st.DecryptFailures},
 			{"ratchetd_malformed_total", st.Malformed},
 			{"ratchetd_bad_bundles_total", st.BadBundles},
+			{"ratchetd_bundles_verified_total", st.BundlesVerified},
+			{"ratchetd_bundles_unchanged_total", st.BundlesUnchanged},
 			{"ratchetd_sessions_active", st.SessionsActive},
 			{"ratchetd_passivations_total", st.Passivations},
 			{"ratchetd_commits_total", st.Commits},
