@@ -1,6 +1,7 @@
 package ratchetd_test
 
 import (
+	"encoding/base64"
 	"testing"
 	"time"
 
@@ -194,4 +195,29 @@ func TestBundleRecheckOff(t *testing.T) {
 	if v, u := after.BundlesVerified-before.BundlesVerified, after.BundlesUnchanged-before.BundlesUnchanged; v != 5 || u != 0 {
 		t.Fatalf("5 re-signed bundles: %d verified, %d unchanged; want 5 and 0", v, u)
 	}
+}
+
+// TestBundleRecheckAfterImport: the bundle alice imported when she met bob
+// comes again attached to his first messages. It changes nothing, so it
+// opens no window: only a newer bundle, applied, does. The imported one
+// is still recognised by its signature.
+func TestBundleRecheckAfterImport(t *testing.T) {
+	r := newBundleRig(t, time.Minute)
+	met := r.signed(t)
+	if err := r.alice.ImportBundle(base64.RawURLEncoding.EncodeToString(mustMarshal(t, met))); err != nil {
+		t.Fatal(err)
+	}
+	step := func(when string, b *messages.Bundle, verified, unchanged int64) {
+		t.Helper()
+		before := r.w.eng.Stats()
+		r.attach(t, b)
+		after := r.w.eng.Stats()
+		if v, u := after.BundlesVerified-before.BundlesVerified, after.BundlesUnchanged-before.BundlesUnchanged; v != verified || u != unchanged {
+			t.Fatalf("%s: %d verified, %d unchanged; want %d and %d", when, v, u, verified, unchanged)
+		}
+	}
+	step("the imported bundle, attached", met, 1, 0)
+	step("the imported bundle again", met, 0, 0)
+	step("re-signed: no window yet", r.signed(t), 1, 0)
+	step("re-signed after a newer one was applied", r.signed(t), 0, 1)
 }

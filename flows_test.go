@@ -181,9 +181,10 @@ func exportedBundle(t *testing.T, a *ratchetd.Account) *messages.Bundle {
 	return &b
 }
 
-// injectTo publishes pm to `to` on its partitioned topic in an envelope
-// signed by signer, and delivers it.
-func injectTo(t *testing.T, w *world, signer keys.PrivateKey, to keys.PublicKey, pm *messages.ProtocolMessage) {
+// sealedTo seals pm to `to` on its partitioned topic in an envelope signed
+// by signer (an envelope as it goes over the wire, which anyone on the
+// transport can keep and publish again).
+func sealedTo(t *testing.T, signer keys.PrivateKey, to keys.PublicKey, pm *messages.ProtocolMessage) *messages.Envelope {
 	t.Helper()
 	payload, err := proto.Marshal(pm)
 	if err != nil {
@@ -193,7 +194,14 @@ func injectTo(t *testing.T, w *world, signer keys.PrivateKey, to keys.PublicKey,
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.mem.Publish(env); err != nil {
+	return env
+}
+
+// injectTo publishes pm to `to` on its partitioned topic in an envelope
+// signed by signer, and delivers it.
+func injectTo(t *testing.T, w *world, signer keys.PrivateKey, to keys.PublicKey, pm *messages.ProtocolMessage) {
+	t.Helper()
+	if err := w.mem.Publish(sealedTo(t, signer, to, pm)); err != nil {
 		t.Fatal(err)
 	}
 	w.deliver()

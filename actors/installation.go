@@ -432,8 +432,9 @@ func (in *installation) malformed(ctx actor.Context, why string) {
 	ctx.Respond(&messages.Processed{Error: messages.ErrorCode_MALFORMED, Detail: why})
 }
 
-// lastBundle is a sender's last verified bundle: its signature, its
-// entries (sorted, as verified) and when it was verified (local clock).
+// lastBundle is a sender's last verified bundle: its signature and, if it
+// was applied (newer than what we held), its entries (sorted, as verified)
+// and when it was verified (local clock).
 type lastBundle struct {
 	sig     [keys.SignatureSize]byte
 	entries []bundle.Entry
@@ -471,11 +472,12 @@ func (l *lastBundle) unchanged(id keys.PublicKey, b *messages.Bundle) bool {
 //     replaced a deterministic marshal and a Keccak of every attached
 //     bundle: 6 allocations per received message.)
 //   - one that lists exactly the entries of the sender's last verified
-//     bundle, within BundleRecheckInterval of that verification. Status
-//     re-signs its bundle with the current time on every send (§4.2), so
-//     without this every message from a Status client cost a signature
-//     recovery (~50 µs) on top of its envelope's. All such a bundle could
-//     change is the devices' activity time, which is then kept at most
+//     bundle, if that one was newer than what we held, within
+//     BundleRecheckInterval of that verification. Status re-signs its
+//     bundle with the current time on every send (§4.2), so without this
+//     every message from a Status client cost a signature recovery
+//     (~50 µs) on top of its envelope's. All such a bundle could change is
+//     the devices' activity time, which is then kept at most
 //     BundleRecheckInterval behind. Any change of entries (a rotated
 //     prekey, a new version, a device added or gone) is verified at once.
 //
@@ -491,7 +493,7 @@ func (in *installation) processBundle(ctx actor.Context, sender keys.PublicKey, 
 		if last.sig == sig {
 			return
 		}
-		if d := now.Sub(last.at); in.deps.cfg.BundleRecheckInterval > 0 && d >= 0 && d < in.deps.cfg.BundleRecheckInterval && last.unchanged(sender, b) {
+		if d := now.Sub(last.at); last.entries != nil && in.deps.cfg.BundleRecheckInterval > 0 && d >= 0 && d < in.deps.cfg.BundleRecheckInterval && last.unchanged(sender, b) {
 			in.deps.stats.bundlesUnchanged.Add(1)
 			return
 		}
@@ -508,15 +510,25 @@ func (in *installation) processBundle(ctx actor.Context, sender keys.PublicKey, 
 		in.deps.log.Debug("bundle of another identity rejected", "bundle", v.Identity.String(), "sender", sender.String())
 		return
 	}
+	applied := in.storeBundle(ctx, v)
 	if _, ok := in.verified[sender]; !ok && len(in.verified) >= in.deps.cfg.ReplayCacheSize {
 		for k := range in.verified { // a random one (map order): a busy bot keeps most of its peers
 			delete(in.verified, k)
 			break
 		}
 	}
-	// A verified bundle's signature has its size.
-	in.verified[sender] = lastBundle{sig: sig, entries: v.Entries, at: now}
-	in.storeBundle(ctx, v)
+	// A verified bundle's signature has its size. Its entries are what
+	// later bundles are compared with only if it was applied: one no newer
+	// than what we hold (a replay, even of the last one applied; a late or
+	// clock-skewed one; the bundle imported when we met) would hold back
+	// the sender's newer activity for the interval, and a replay every
+	// minute would freeze it, or steer our sends to another of the
+	// sender's devices.
+	last := lastBundle{sig: sig}
+	if applied {
+		last.entries, last.at = v.Entries, now
+	}
+	in.verified[sender] = last
 }
 
 // storeBundle records a verified bundle's installations (status-compat.md
@@ -525,16 +537,24 @@ func (in *installation) processBundle(ctx actor.Context, sender keys.PublicKey, 
 // prekey in a newer bundle (a device that lost its state), replaces the
 // installation's prekey and so expires the old one for sending (re-keying,
 // §10.2); activity is the newest bundle timestamp.
-func (in *installation) storeBundle(ctx actor.Context, v *bundle.Verified) {
+//
+// It reports whether the bundle was newer than the activity of every
+// installation it lists (but this one), and the registry now holds it as it
+// is: each of them with its prekey and version, and the bundle's timestamp
+// as its activity. An older bundle, or the same one again, is not.
+func (in *installation) storeBundle(ctx actor.Context, v *bundle.Verified) (applied bool) {
 	own := v.Identity == in.identity.Public
 	var writes []persistence.Write
-	pairedChanged, marked := false, false
+	pairedChanged, marked, newer := false, false, true
 	for _, e := range v.Entries {
 		if own && e.InstallationID == in.id {
 			continue
 		}
 		devices := in.devices.of(v.Identity)
 		d := devices[e.InstallationID]
+		if d != nil && d.Timestamp >= v.Timestamp {
+			newer = false
+		}
 		changed := false
 		if d == nil {
 			d = &messages.DeviceRecord{
@@ -586,6 +606,21 @@ func (in *installation) storeBundle(ctx actor.Context, v *bundle.Verified) {
 	if pairedChanged {
 		in.pairedChanged(ctx)
 	}
+	if !newer {
+		return false
+	}
+	devices := in.devices.of(v.Identity)
+	for i := range v.Entries {
+		e := &v.Entries[i]
+		if own && e.InstallationID == in.id {
+			continue
+		}
+		d := devices[e.InstallationID]
+		if d == nil || d.Version != e.Version || d.Timestamp != v.Timestamp || !bytes.Equal(d.SignedPreKey, e.SignedPreKey[:]) {
+			return false
+		}
+	}
+	return true
 }
 
 func (in *installation) receiveDH(ctx actor.Context, env *messages.IncomingEnvelope, pm *messages.ProtocolMessage, e *messages.EncryptedMessageProtocol, sender keys.PublicKey) {
