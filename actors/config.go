@@ -81,10 +81,11 @@ type Config struct {
 	BundleRefreshInterval time.Duration
 	BundleResignInterval  time.Duration // negative: re-sign on every send
 	BundleAdvertInterval  time.Duration
-	// BundleRecheckInterval: how long after verifying a sender's bundle one
-	// with the same entries under a new signature is taken for it
-	// unverified (its newer timestamp is not recorded); negative: every new
-	// signature is verified.
+	// BundleRecheckInterval: how long after verifying and applying a
+	// sender's bundle (newer than what we held) one with the same entries
+	// under a new signature is taken for it unverified (its newer
+	// timestamp is not recorded); negative: every new signature is
+	// verified.
 	BundleRecheckInterval time.Duration
 	RequestTimeout        time.Duration
 	// CommitTimeout bounds the wait for a commit (2 min): much longer than
