@@ -92,7 +92,7 @@ crash:
 ## costs: one actor message, and the store's writes of a pingpong message.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./crypto/...
-	$(GO) test -run '^$$' -bench EngineThroughput -benchmem -benchtime 4000x .
+	$(GO) test -run '^$$' -bench 'EngineThroughput|StatusSender' -benchmem -benchtime 4000x .
 	$(GO) test -run '^$$' -bench 'ActorHop|PingpongWrites' -benchtime 200000x -count 3 ./actors ./persistence
 
 ## sessions-memory: resident memory of an engine holding SESSIONS sessions.

@@ -32,18 +32,40 @@ func BenchmarkEngineThroughput(b *testing.B) {
 			if senders > 1 {
 				name += "-x4"
 			}
-			b.Run(name, func(b *testing.B) { engineThroughput(b, durable, 16, senders) })
+			b.Run(name, func(b *testing.B) { engineThroughput(b, durable, 16, senders, nil) })
 		}
 	}
 }
 
-func engineThroughput(b *testing.B, durable bool, pairs, senders int) {
+// BenchmarkStatusSender is BenchmarkEngineThroughput's in-memory burst with
+// senders that re-sign their bundle on every send, as Status clients do
+// (status-compat.md §4.2), with the default BundleRecheckInterval
+// ("recheck") and with every new signature verified ("verify-every"), in
+// one run. verifies/msg is the receivers' bundle verifications per message.
+func BenchmarkStatusSender(b *testing.B) {
+	for _, recheck := range []time.Duration{0, -1} {
+		name := "recheck"
+		if recheck < 0 {
+			name = "verify-every"
+		}
+		b.Run(name, func(b *testing.B) {
+			engineThroughput(b, false, 16, 1, func(o *ratchetd.Options) {
+				o.BundleResignInterval, o.BundleRecheckInterval = -1, recheck
+			})
+		})
+	}
+}
+
+func engineThroughput(b *testing.B, durable bool, pairs, senders int, tweak func(*ratchetd.Options)) {
 	mem := transport.NewMemory(transport.MemoryOptions{})
 	defer mem.Close()
 	var got atomic.Int64
 	opts := ratchetd.Options{Transport: mem, Handler: func(ratchetd.Message) { got.Add(1) }}
 	if durable {
 		opts.Dir = b.TempDir()
+	}
+	if tweak != nil {
+		tweak(&opts)
 	}
 	eng, err := ratchetd.Open(opts)
 	if err != nil {
@@ -70,6 +92,7 @@ func engineThroughput(b *testing.B, durable bool, pairs, senders int) {
 		time.Sleep(time.Millisecond)
 	}
 	got.Store(0)
+	verified0 := eng.Stats().BundlesVerified
 	payload := make([]byte, 200)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -96,6 +119,7 @@ func engineThroughput(b *testing.B, durable bool, pairs, senders int) {
 	b.StopTimer()
 	st := eng.Stats()
 	b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
+	b.ReportMetric(float64(st.BundlesVerified-verified0)/float64(b.N), "verifies/msg")
 	if st.Commits > 0 {
 		b.ReportMetric(float64(st.CommittedWrites)/float64(st.Commits), "writes/commit")
 	}

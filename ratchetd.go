@@ -74,6 +74,10 @@ type Options struct {
 	Limits    Limits
 	// BundleRefreshInterval rotates the signed prekey (24 h).
 	BundleRefreshInterval time.Duration
+	// BundleResignInterval is how long the bundle attached to our messages
+	// keeps its signature (1 s; negative: re-signed on every send, as
+	// Status does, status-compat.md §4.2).
+	BundleResignInterval time.Duration
 	// BundleAdvertInterval rate-limits bundle replies to a peer (2 h).
 	BundleAdvertInterval time.Duration
 	// BundleRecheckInterval: a peer's bundle that lists exactly the
@@ -202,6 +206,7 @@ func Open(o Options) (*Engine, error) {
 		MaxBundleEntries:      o.Limits.MaxBundleEntries,
 		MaxDevicesPerIdentity: o.Limits.MaxDevicesPerIdentity,
 		BundleRefreshInterval: o.BundleRefreshInterval,
+		BundleResignInterval:  o.BundleResignInterval,
 		BundleAdvertInterval:  o.BundleAdvertInterval,
 		BundleRecheckInterval: o.BundleRecheckInterval,
 		RequestTimeout:        o.RequestTimeout,
