@@ -8,6 +8,7 @@ import (
 
 	"github.com/ratchetd/ratchetd"
 	"github.com/ratchetd/ratchetd/crypto/bundle"
+	"github.com/ratchetd/ratchetd/crypto/keys"
 	"github.com/ratchetd/ratchetd/messages"
 	"github.com/ratchetd/ratchetd/transport"
 )
@@ -56,30 +57,27 @@ func TestReviewBundleReplayFreezesActivity(t *testing.T) {
 	}
 }
 
-// TestReviewBundleReplaySteersSelection: the same replay decides which of
-// bob's devices alice sends to. Bob has two unpaired devices (own bundles
-// {d1}, {d2}); alice sends to the MaxInstallations (here 1) most recently
-// active. d1 is the one bob uses; d2 sent one message a while ago. The
-// attacker replays an old d1 envelope right after d2's message: d1's
-// genuine bundles are then skipped and alice keeps sending to d2 only.
-func TestReviewBundleReplaySteersSelection(t *testing.T) {
-	w := newWorld(t, transport.Faults{}, func(o *ratchetd.Options) {
+// twoUnpairedDevices is a world (MaxInstallations 1, the recheck on) with
+// alice, and bob's identity kp with two unpaired devices d1 and d2 on it,
+// whose bundles list e1 and e2: each device's own entry.
+func twoUnpairedDevices(t *testing.T) (w *world, alice *ratchetd.Account, kp keys.KeyPair, d1, d2 *ratchetd.Account, e1, e2 []bundle.Entry) {
+	t.Helper()
+	w = newWorld(t, transport.Faults{}, func(o *ratchetd.Options) {
 		o.BundleRecheckInterval = time.Minute
 		o.Limits.MaxInstallations = 1
 	})
-	alice := w.account()
+	alice = w.account()
 	id := newIdentity(t)
 	kp, err := id.KeyPair()
 	if err != nil {
 		t.Fatal(err)
 	}
-	d1, d2 := addDevice(t, w, id), addDevice(t, w, id)
-	entriesOf := func(a *ratchetd.Account) []bundle.Entry {
+	d1, d2 = addDevice(t, w, id), addDevice(t, w, id)
+	own := func(a *ratchetd.Account) []bundle.Entry {
 		v, err := bundle.Verify(exportedBundle(t, a))
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Each device's own entry only (unpaired devices).
 		for _, e := range v.Entries {
 			if e.InstallationID == a.InstallationID() {
 				return []bundle.Entry{e}
@@ -88,7 +86,17 @@ func TestReviewBundleReplaySteersSelection(t *testing.T) {
 		t.Fatal("no own entry")
 		return nil
 	}
-	e1, e2 := entriesOf(d1), entriesOf(d2)
+	return w, alice, kp, d1, d2, own(d1), own(d2)
+}
+
+// TestReviewBundleReplaySteersSelection: the same replay decides which of
+// bob's devices alice sends to. Bob has two unpaired devices (own bundles
+// {d1}, {d2}); alice sends to the MaxInstallations (here 1) most recently
+// active. d1 is the one bob uses; d2 sent one message a while ago. The
+// attacker replays an old d1 envelope right after d2's message: d1's
+// genuine bundles are then skipped and alice keeps sending to d2 only.
+func TestReviewBundleReplaySteersSelection(t *testing.T) {
+	w, alice, kp, d1, d2, e1, e2 := twoUnpairedDevices(t)
 	signed := func(entries []bundle.Entry) *messages.Bundle {
 		w.clock.Advance(time.Nanosecond)
 		v, err := bundle.Sign(kp, entries, w.clock.Now().UnixNano())
@@ -115,15 +123,22 @@ func TestReviewBundleReplaySteersSelection(t *testing.T) {
 		w.clock.Advance(2 * time.Second)
 		reviewPublish(t, w, env(d1, signed(e1)))
 	}
-	devs, _ := alice.Devices(kp.Public)
+	if got := sentTo(t, alice, kp.Public); len(got) != 1 || got[0] != d1.InstallationID() {
+		t.Fatalf("alice sent to %v; want d1 %s (the device bob used last, 10 s after d2 %s)", got, d1.InstallationID(), d2.InstallationID())
+	}
+}
+
+// sentTo logs what alice knows of peer's devices, sends to peer and
+// returns the installations the send addressed.
+func sentTo(t *testing.T, alice *ratchetd.Account, peer keys.PublicKey) []string {
+	t.Helper()
+	devs, _ := alice.Devices(peer)
 	for _, d := range devs {
 		t.Logf("alice knows %s last active %v", d.InstallationID, d.LastActive)
 	}
-	rep, err := alice.Send(kp.Public, []byte("hi"))
+	rep, err := alice.Send(peer, []byte("hi"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Installations) != 1 || rep.Installations[0] != d1.InstallationID() {
-		t.Fatalf("alice sent to %v; want d1 %s (the device bob used last, 10 s after d2 %s)", rep.Installations, d1.InstallationID(), d2.InstallationID())
-	}
+	return rep.Installations
 }

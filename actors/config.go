@@ -82,10 +82,10 @@ type Config struct {
 	BundleResignInterval  time.Duration // negative: re-sign on every send
 	BundleAdvertInterval  time.Duration
 	// BundleRecheckInterval: how long after verifying and applying a
-	// sender's bundle (newer than what we held) one with the same entries
-	// under a new signature is taken for it unverified (its newer
-	// timestamp is not recorded); negative: every new signature is
-	// verified.
+	// sender's bundle (newer than what we held), on our clock and on the
+	// bundles' timestamps, one with the same entries under a new signature
+	// is taken for it unverified (its newer timestamp is not recorded);
+	// negative: every new signature is verified.
 	BundleRecheckInterval time.Duration
 	RequestTimeout        time.Duration
 	// CommitTimeout bounds the wait for a commit (2 min): much longer than

@@ -433,12 +433,13 @@ func (in *installation) malformed(ctx actor.Context, why string) {
 }
 
 // lastBundle is a sender's last verified bundle: its signature and, if it
-// was applied (newer than what we held), its entries (sorted, as verified)
-// and when it was verified (local clock).
+// was applied (newer than what we held), its entries (sorted, as verified),
+// its timestamp and when it was verified (local clock).
 type lastBundle struct {
 	sig     [keys.SignatureSize]byte
 	entries []bundle.Entry
 	at      time.Time
+	ts      int64 // its timestamp (Unix ns)
 }
 
 // unchanged reports whether b lists exactly the entries of l, for identity
@@ -460,6 +461,27 @@ func (l *lastBundle) unchanged(id keys.PublicKey, b *messages.Bundle) bool {
 	return true
 }
 
+// skips reports whether b, from id, is taken for l unverified: l was
+// applied, b lists exactly its entries, and both our clock and b's
+// timestamp are less than interval past l's. The timestamp counts too
+// because history fetched at once (a store node's backlog after we were
+// offline) arrives within a second of our time: the oldest bundle would
+// otherwise hold back the newest. b's timestamp is unverified, so it can
+// only make us verify, never spare a check that matters: a bundle with l's
+// entries and an older timestamp changes nothing.
+func (l *lastBundle) skips(id keys.PublicKey, b *messages.Bundle, now time.Time, interval time.Duration) bool {
+	if l.entries == nil || interval <= 0 {
+		return false
+	}
+	if d := now.Sub(l.at); d < 0 || d >= interval {
+		return false
+	}
+	if b.GetTimestamp()-l.ts >= int64(interval) {
+		return false
+	}
+	return l.unchanged(id, b)
+}
+
 // processBundle verifies a received bundle before anything of it is used or
 // stored, and rejects a bundle that is not the sender's own (X3DH §3.3;
 // status-compat.md §4.4: Status checks neither first).
@@ -473,7 +495,8 @@ func (l *lastBundle) unchanged(id keys.PublicKey, b *messages.Bundle) bool {
 //     bundle: 6 allocations per received message.)
 //   - one that lists exactly the entries of the sender's last verified
 //     bundle, if that one was newer than what we held, within
-//     BundleRecheckInterval of that verification. Status re-signs its
+//     BundleRecheckInterval of that verification and of its timestamp
+//     (skips). Status re-signs its
 //     bundle with the current time on every send (§4.2), so without this
 //     every message from a Status client cost a signature recovery
 //     (~50 µs) on top of its envelope's. All such a bundle could change is
@@ -493,7 +516,7 @@ func (in *installation) processBundle(ctx actor.Context, sender keys.PublicKey, 
 		if last.sig == sig {
 			return
 		}
-		if d := now.Sub(last.at); last.entries != nil && in.deps.cfg.BundleRecheckInterval > 0 && d >= 0 && d < in.deps.cfg.BundleRecheckInterval && last.unchanged(sender, b) {
+		if last.skips(sender, b, now, in.deps.cfg.BundleRecheckInterval) {
 			in.deps.stats.bundlesUnchanged.Add(1)
 			return
 		}
@@ -526,7 +549,7 @@ func (in *installation) processBundle(ctx actor.Context, sender keys.PublicKey, 
 	// sender's devices.
 	last := lastBundle{sig: sig}
 	if applied {
-		last.entries, last.at = v.Entries, now
+		last.entries, last.at, last.ts = v.Entries, now, v.Timestamp
 	}
 	in.verified[sender] = last
 }
@@ -1245,6 +1268,9 @@ func (in *installation) importBundle(ctx actor.Context, m *messages.ImportBundle
 		return &messages.Ack{Error: messages.ErrorCode_MALFORMED, Detail: err.Error()}
 	}
 	in.storeBundle(ctx, v)
+	// The registry changed outside the sender's own bundles (a device may
+	// have been trimmed): its next bundle is verified, not skipped.
+	delete(in.verified, v.Identity)
 	return &messages.Ack{}
 }
 
