@@ -5,12 +5,14 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,13 +50,24 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// freePort is a free loopback address whose port is below the kernel's
+// ephemeral range (32768 and up here). A port the kernel hands out (":0")
+// can be taken, before the child process listens on it, by any outgoing
+// connection's local end, and the node tests, which run beside these,
+// open many (seen in make test: "serve: node: listen tcp 127.0.0.1:35651:
+// bind: address already in use"). 10000-19999 also stays clear of the
+// node tests' own range (transport/node's stableAddr: 20000-31999).
 func freePort(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	t.Helper()
+	for range 100 {
+		a := net.JoinHostPort("127.0.0.1", strconv.Itoa(10000+mrand.IntN(10000)))
+		if l, err := net.Listen("tcp", a); err == nil {
+			l.Close()
+			return a
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no free port below the ephemeral range")
+	return ""
 }
 
 // proc is one `serve` process and its gRPC client.
