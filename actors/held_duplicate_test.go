@@ -174,6 +174,20 @@ func newSessionFixture(t *testing.T, seed string) *sessionFixture {
 // spawn starts B's PeerSession reading from store (the fixture's memory
 // store, or a wrapper of it), with a failFirstCommitter that writes to the
 // memory store. The actor system stops with the test.
+// stored is the session record the fixture's store holds.
+func (f *sessionFixture) stored(t *testing.T) *messages.SessionRecord {
+	t.Helper()
+	raw, err := f.mem.Get(f.storeKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec messages.SessionRecord
+	if err := proto.Unmarshal(raw, &rec); err != nil {
+		t.Fatal(err)
+	}
+	return &rec
+}
+
 func (f *sessionFixture) spawn(t *testing.T, store persistence.Store) (*actor.ActorSystem, *actor.PID, *failFirstCommitter) {
 	// The session's own key source (it draws a ratchet key pair on a new
 	// chain), apart from the test's.

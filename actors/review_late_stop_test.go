@@ -4,8 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/ratchetd/ratchetd/messages"
 	"github.com/ratchetd/ratchetd/persistence"
 	"github.com/ratchetd/ratchetd/transport"
@@ -51,14 +49,7 @@ func TestReviewLateStaleMarkLostWhenSessionStops(t *testing.T) {
 	if err := sys.Root.PoisonFuture(session).Wait(); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := f.mem.Get(f.storeKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rec messages.SessionRecord
-	if err := proto.Unmarshal(raw, &rec); err != nil {
-		t.Fatal(err)
-	}
+	rec := f.stored(t)
 	if rec.GetState().GetRecvN() == 0 {
 		t.Fatalf("stored record has no state")
 	}
@@ -235,14 +226,7 @@ func TestReviewLateTwoLateCommitsInARow(t *testing.T) {
 	if over != 0 {
 		t.Errorf("%d commit(s) sent while a late one was pending (of %d)", over, received)
 	}
-	raw, err := f.mem.Get(f.storeKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rec messages.SessionRecord
-	if err := proto.Unmarshal(raw, &rec); err != nil {
-		t.Fatal(err)
-	}
+	rec := f.stored(t)
 	if !rec.Stale {
 		t.Errorf("stale mark lost")
 	}

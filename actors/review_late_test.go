@@ -324,14 +324,7 @@ func TestReviewLateMarkStaleDoesNotWrite(t *testing.T) {
 	if n := c.overtakers(); n != 0 {
 		t.Errorf("%d commit(s) sent while the late one was pending", n)
 	}
-	raw, err := f.mem.Get(f.storeKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rec messages.SessionRecord
-	if err := proto.Unmarshal(raw, &rec); err != nil {
-		t.Fatal(err)
-	}
+	rec := f.stored(t)
 	if !bytes.Equal(rec.PeerEphemeralKey, ek.Public[:]) {
 		t.Errorf("stored record is not the fresh session the late commit wrote (stale=%v): overwritten by the older state", rec.Stale)
 	}

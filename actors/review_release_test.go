@@ -57,12 +57,18 @@ type reviewPair struct {
 
 func newReviewPair(t *testing.T) *reviewPair {
 	t.Helper()
-	store := newGatedCommitStore()
-	tr := transport.NewMemory(transport.MemoryOptions{Manual: true})
 	// The bundle a attaches stays fresh for the whole test: a send then
 	// waits for its encrypts only, not for the publisher. The tests stall
 	// sends at their commits: no key is reserved, so every send commits.
-	e := NewEngine(Config{BundleResignInterval: time.Hour, SendReserve: -1}, store, tr, func(Message) {})
+	return newReviewPairWith(t, Config{BundleResignInterval: time.Hour, SendReserve: -1}, func(Message) {})
+}
+
+// newReviewPairWith is newReviewPair with the engine's Config and handler.
+func newReviewPairWith(t *testing.T, cfg Config, handler func(Message)) *reviewPair {
+	t.Helper()
+	store := newGatedCommitStore()
+	tr := transport.NewMemory(transport.MemoryOptions{Manual: true})
+	e := NewEngine(cfg, store, tr, handler)
 	p := &reviewPair{e: e, store: store, tr: tr}
 	var err error
 	if p.a, p.aID, err = e.CreateInstallation(nil); err != nil {

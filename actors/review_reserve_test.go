@@ -26,28 +26,12 @@ type reserveRig struct {
 func newReserveRig(t *testing.T) *reserveRig {
 	t.Helper()
 	r := &reserveRig{}
-	store := newGatedCommitStore()
-	tr := transport.NewMemory(transport.MemoryOptions{Manual: true})
-	e := NewEngine(Config{BundleResignInterval: time.Hour, CommitTimeout: 300 * time.Millisecond, RequestTimeout: 3 * time.Second},
-		store, tr, func(m Message) {
+	r.reviewPair = newReviewPairWith(t, Config{BundleResignInterval: time.Hour, CommitTimeout: 300 * time.Millisecond, RequestTimeout: 3 * time.Second},
+		func(m Message) {
 			r.mu.Lock()
 			r.got = append(r.got, string(m.Payload))
 			r.mu.Unlock()
 		})
-	p := &reviewPair{e: e, store: store, tr: tr}
-	var err error
-	if p.a, p.aID, err = e.CreateInstallation(nil); err != nil {
-		t.Fatal(err)
-	}
-	if p.b, p.bID, err = e.CreateInstallation(nil); err != nil {
-		t.Fatal(err)
-	}
-	br, _ := p.request(t, p.b, &messages.BundleRequest{NowUnixNano: time.Now().UnixNano()}).(*messages.BundleReply)
-	if br == nil || br.Bundle == nil {
-		t.Fatal("no bundle of b")
-	}
-	p.request(t, p.a, &messages.ImportBundle{Bundle: br.Bundle})
-	r.reviewPair = p
 	return r
 }
 
