@@ -465,15 +465,16 @@ func TestFlowAccountRecovery(t *testing.T) {
 	// Bob's session state is lost (a corrupt record), the rest survives.
 	corrupt := 0
 	prefix := persistence.SessionPrefix(bob.InstallationID(), alice.Identity().Bytes())
-	w.store.Scan(prefix, func(k, _ []byte) error {
-		w.store.Commit([]persistence.Write{{Key: bytes.Clone(k), Value: []byte{0xff, 0x01, 0x02}}})
-		corrupt++
-		return nil
-	})
+	w.restartWith(func() {
+		w.store.Scan(prefix, func(k, _ []byte) error {
+			w.store.Commit([]persistence.Write{{Key: bytes.Clone(k), Value: []byte{0xff, 0x01, 0x02}}})
+			corrupt++
+			return nil
+		})
+	}, nil)
 	if corrupt == 0 {
 		t.Fatal("no session record found")
 	}
-	w.restart(nil)
 	alice, bob = w.reload(alice), w.reload(bob)
 	adverts := w.eng.Stats().Adverts
 	mustSend(t, alice, bob, "lost")

@@ -121,6 +121,16 @@ func (w *world) restart(tweak func(*ratchetd.Options)) {
 	w.open(tweak)
 }
 
+// restartWith closes the engine, changes the store (what happens to it
+// while no engine runs: a record lost), and opens a new one on it. A
+// change made under a running engine can be undone by it: a session
+// writes its record when it stops.
+func (w *world) restartWith(change func(), tweak func(*ratchetd.Options)) {
+	w.eng.Close()
+	change()
+	w.open(tweak)
+}
+
 func (w *world) account() *ratchetd.Account {
 	a, err := w.eng.CreateAccount()
 	if err != nil {

@@ -86,6 +86,11 @@ type Options struct {
 	// bundle on every send, so otherwise each message from a Status client
 	// costs one more signature recovery.
 	BundleRecheckInterval time.Duration
+	// InlineInboxBytes: received plaintexts not yet acknowledged are kept
+	// in their session's record, up to this many bytes per session (4 KiB;
+	// negative: an inbox record each, one more write and one more delete
+	// per message).
+	InlineInboxBytes int
 	// Clock is the engine's time source (time.Now).
 	Clock func() time.Time
 	// Rand is the source of all keys and nonces (crypto/rand); it must be
@@ -209,6 +214,7 @@ func Open(o Options) (*Engine, error) {
 		BundleResignInterval:  o.BundleResignInterval,
 		BundleAdvertInterval:  o.BundleAdvertInterval,
 		BundleRecheckInterval: o.BundleRecheckInterval,
+		InlineInboxBytes:      o.InlineInboxBytes,
 		RequestTimeout:        o.RequestTimeout,
 		SessionIdleTimeout:    o.SessionIdleTimeout,
 		OutboxRetryInterval:   o.OutboxRetryInterval,

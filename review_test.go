@@ -217,8 +217,7 @@ func TestReviewReplayedX3DHRollsBackSession(t *testing.T) {
 
 	// Bob loses his session; Alice is told (bundle advert) and runs a fresh
 	// X3DH (EK2) against the same signed prekey.
-	corruptSessions(t, w, bob, alice)
-	w.restart(seeded(3))
+	w.restartWith(func() { corruptSessions(t, w, bob, alice) }, seeded(3))
 	alice, bob = w.reload(alice), w.reload(bob)
 	mustSend(t, alice, bob, "lost")
 	w.deliver()
@@ -259,8 +258,7 @@ func TestReviewStaleMarkLostOnPassivation(t *testing.T) {
 	mustSend(t, bob, alice, "hi back")
 	w.deliver()
 
-	corruptSessions(t, w, bob, alice)
-	w.restart(seeded(5, idle))
+	w.restartWith(func() { corruptSessions(t, w, bob, alice) }, seeded(5, idle))
 	alice, bob = w.reload(alice), w.reload(bob)
 	mustSend(t, alice, bob, "lost")
 	w.deliver() // bob cannot decrypt: he advertises his bundle; alice marks the session stale

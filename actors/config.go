@@ -44,6 +44,9 @@ const (
 	// peer whose message we could not use (partitioned device, failed
 	// decrypt): Status's deviceNotFoundAckInterval, 7200 s (§10.3).
 	DefaultBundleAdvertInterval = 2 * time.Hour
+	// DefaultInlineInboxBytes: a session keeps up to 4 KiB of received,
+	// unacknowledged plaintexts in its own record (ratchetd's own).
+	DefaultInlineInboxBytes = 4 << 10
 	// DefaultReplayCacheSize is how many recent DH-fallback entries and
 	// public envelopes an installation remembers to drop replays.
 	DefaultReplayCacheSize = 4096
@@ -151,6 +154,14 @@ type Config struct {
 	// ReplayCacheSize bounds the replay cache of DH-fallback and public
 	// messages.
 	ReplayCacheSize int
+	// InlineInboxBytes bounds the plaintext bytes of received messages a
+	// session keeps, until the application acknowledges them, in its own
+	// record (SessionRecord.inbox), written with the state that decrypted
+	// them, instead of an inbox record each
+	// (DefaultInlineInboxBytes; negative: none). A message past the bound
+	// gets an inbox record of its own. The record is written with every
+	// new state, so the bound also bounds what each write carries again.
+	InlineInboxBytes int
 	// MaxDevicesPerIdentity bounds the installations remembered for one
 	// identity (DefaultMaxDevicesPerIdentity); the least recently active
 	// are forgotten first.
@@ -190,6 +201,11 @@ func (c Config) withDefaults() Config {
 		c.BundleRecheckInterval = DefaultBundleRecheckInterval
 	} else if c.BundleRecheckInterval < 0 {
 		c.BundleRecheckInterval = 0
+	}
+	if c.InlineInboxBytes == 0 {
+		c.InlineInboxBytes = DefaultInlineInboxBytes
+	} else if c.InlineInboxBytes < 0 {
+		c.InlineInboxBytes = 0
 	}
 	if c.BundleAdvertInterval <= 0 {
 		c.BundleAdvertInterval = DefaultBundleAdvertInterval

@@ -166,6 +166,7 @@ type deps struct {
 	pool      *workerPool
 	watch     *topicWatch
 	lates     lateCommits
+	inline    inlineInbox
 
 	// The engine spawns one SessionSupervisor per peer identity and one
 	// PeerSession per conversation, each kept while it is active: with a
@@ -704,7 +705,8 @@ func (e *Engine) Pending() (outbox, inbox int, err error) {
 	if err = e.deps.store.Scan(persistence.AllInboxPrefix(), func(k, v []byte) error { inbox++; return nil }); err != nil {
 		return 0, 0, err
 	}
-	return outbox, inbox, nil
+	kept, err := e.deps.keptInline()
+	return outbox, inbox + kept, err
 }
 
 // Quiesce stops the intake: it unsubscribes every installation and stops

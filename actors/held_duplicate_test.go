@@ -280,15 +280,11 @@ func TestHeldDuplicateAfterFailedCommit(t *testing.T) {
 		t.Fatalf("%d commits requested, want 2 (the failed one, then the retry's)", n)
 	}
 
-	// The retry's commit is durable: the inbox holds the message, and the
+	// The retry's commit is durable: the store holds the message, and the
 	// stored state has consumed its key.
-	v, err := mem.Get(persistence.InboxKey(local, envelopeID))
+	ib, err := durableMessage(t, mem, local, envelopeID)
 	if err != nil {
-		t.Fatalf("inbox record: %v", err)
-	}
-	var ib messages.InboxRecord
-	if err := proto.Unmarshal(v, &ib); err != nil {
-		t.Fatal(err)
+		t.Fatalf("stored message: %v", err)
 	}
 	if string(ib.Payload) != plaintext {
 		t.Fatalf("inbox payload %q, want %q", ib.Payload, plaintext)

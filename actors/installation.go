@@ -1352,6 +1352,7 @@ func (in *installation) deliver(rec *messages.InboxRecord) {
 // redeliver hands every unacknowledged inbox record to the application again
 // and prepares the outbox (after a restart) for its first pass.
 func (in *installation) redeliver(ctx actor.Context) {
+	in.sweepInline()
 	err := in.deps.store.Scan(persistence.InboxPrefix(in.id), func(k, v []byte) error {
 		var rec messages.InboxRecord
 		if err := proto.Unmarshal(v, &rec); err != nil {
@@ -1376,8 +1377,13 @@ func (in *installation) redeliver(ctx actor.Context) {
 }
 
 // ack deletes the inbox record of a message the application has (queued,
-// not waited for: losing it in a crash only delivers the message again).
+// not waited for: losing it in a crash only delivers the message again),
+// or notes the acknowledgement of one kept in its session's record, which
+// the session's next record write leaves out (inline.go).
 func (d *deps) ack(local string, id []byte) {
+	if d.inline.ack(local, id) {
+		return
+	}
 	d.commitLater([]persistence.Write{{Key: persistence.InboxKey(local, id), Delete: true}})
 }
 

@@ -232,8 +232,8 @@ func TestReviewLateTwoLateCommitsInARow(t *testing.T) {
 	}
 	// Every inbox record once: m1 (late commit), m2, m3.
 	for _, id := range []string{"m1", "m2", "m3"} {
-		if _, err := f.mem.Get(persistence.InboxKey(f.local, []byte(id))); err != nil {
-			t.Errorf("inbox record %s: %v", id, err)
+		if _, err := durableMessage(t, f.mem, f.local, []byte(id)); err != nil {
+			t.Errorf("stored message %s: %v", id, err)
 		}
 	}
 }

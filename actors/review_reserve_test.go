@@ -175,12 +175,12 @@ type crashPair struct {
 	cfg   Config
 	store persistence.Store
 	mu    sync.Mutex
-	got   map[string][]string
+	got   map[string][]Message
 }
 
 func newCrashPair(t *testing.T, cfg Config) *crashPair {
 	t.Helper()
-	c := &crashPair{cfg: cfg, store: persistence.NewMemory(), got: map[string][]string{}}
+	c := &crashPair{cfg: cfg, store: persistence.NewMemory(), got: map[string][]Message{}}
 	tr := transport.NewMemory(transport.MemoryOptions{Manual: true})
 	p := &reviewPair{e: NewEngine(cfg, c.store, tr, c.handle), tr: tr}
 	c.reviewPair = p
@@ -198,11 +198,15 @@ func newCrashPair(t *testing.T, cfg Config) *crashPair {
 
 func (c *crashPair) handle(m Message) {
 	c.mu.Lock()
-	c.got[m.RecipientInstallation] = append(c.got[m.RecipientInstallation], string(m.Payload))
+	c.got[m.RecipientInstallation] = append(c.got[m.RecipientInstallation], m)
 	c.mu.Unlock()
 }
 
 func (c *crashPair) received(id string) []string {
+	return payloads(c.messages(id))
+}
+
+func (c *crashPair) messages(id string) []Message {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.got[id])
@@ -212,7 +216,13 @@ func (c *crashPair) crash(t *testing.T) {
 	t.Helper()
 	img := reviewCrashCopy(t, c.store)
 	c.e.Close() // abandoned: its store is not the one reopened
-	c.store = img
+	c.reopen(t, img)
+}
+
+// reopen opens a new engine on store and hosts the installations again.
+func (c *crashPair) reopen(t *testing.T, store persistence.Store) {
+	t.Helper()
+	c.store = store
 	c.e = NewEngine(c.cfg, c.store, c.tr, c.handle)
 	if _, err := c.e.LoadInstallations(); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
@@ -41,6 +42,7 @@ type peerSession struct {
 	// sessions. Anything else closes the batch first.
 	held       []heldReply
 	heldWrites []persistence.Write
+	heldInline []*messages.InboxRecord // the batch's messages kept in the record
 	heldNotify bool
 	heldRecord int // 1 + the index of the session record in heldWrites; 0: none
 	flushing   bool
@@ -57,6 +59,9 @@ type peerSession struct {
 	// absent: the last load found no record under the key (not even an
 	// unreadable one).
 	absent bool
+	// inlineMark: the store holds (or the open batch writes) this
+	// session's inline mark: the entries of its record count (inline.go).
+	inlineMark bool
 
 	// Sending-chain reservations (Config.SendReserve). covered is the one
 	// the store holds: the record last committed or loaded stores that
@@ -134,7 +139,7 @@ func (s *peerSession) restart(ctx actor.Context, cause error) {
 		s.sess.State.Wipe()
 		s.sess.Skipped.Wipe()
 	}
-	s.held, s.heldWrites, s.heldRecord, s.heldNotify, s.flushing = nil, nil, 0, false, false
+	s.held, s.heldWrites, s.heldInline, s.heldRecord, s.heldNotify, s.flushing = nil, nil, nil, 0, false, false
 	s.reload()
 }
 
@@ -161,6 +166,7 @@ func (s *peerSession) receive(ctx actor.Context) {
 		if s.staleWanted && !s.ready(ctx) {
 			s.deps.log.Warn("session stops before its stale mark could be made", "key", fmt.Sprintf("%x", s.storeKey))
 		}
+		s.sweepInline()
 		s.rewind() // last: a stale mark's write reserves again
 	case *messages.EncryptRequest:
 		if !s.ready(ctx) {
@@ -241,9 +247,9 @@ func (s *peerSession) flush(ctx actor.Context) {
 	if len(s.held) == 0 {
 		return
 	}
-	held, writes, notify := s.held, s.heldWrites, s.heldNotify
+	held, writes, notify, inline := s.held, s.heldWrites, s.heldNotify, s.heldInline
 	record, cover := s.heldRecord > 0, s.heldCover
-	s.held, s.heldWrites, s.heldNotify, s.heldRecord = nil, nil, false, 0
+	s.held, s.heldWrites, s.heldNotify, s.heldRecord, s.heldInline = nil, nil, false, 0, nil
 	if err := s.commit(writes); err != nil {
 		s.reload()
 		for _, h := range held {
@@ -254,6 +260,8 @@ func (s *peerSession) flush(ctx actor.Context) {
 	if record {
 		s.covered = cover
 	}
+	// Noted before they are delivered: an acknowledgement finds them.
+	s.deps.inline.add(s.local, inline...)
 	if notify {
 		s.notify(ctx)
 	}
@@ -328,7 +336,7 @@ var errCorruptRecord = errors.New("corrupt session record")
 // sender offers the message again) and tries again at the next request,
 // rather than forgetting a state that is still on disk.
 func (s *peerSession) reload() error {
-	s.rec, s.sess = nil, nil
+	s.rec, s.sess, s.inlineMark = nil, nil, false
 	s.covered, s.reserving = reservation{}, reservation{}
 	s.used.n = 0
 	if s.late != nil {
@@ -366,6 +374,9 @@ func (s *peerSession) load() error {
 	var rec messages.SessionRecord
 	if err := proto.Unmarshal(raw, &rec); err != nil {
 		return fmt.Errorf("%w: %v", errCorruptRecord, err)
+	}
+	if err := s.loadedInline(&rec); err != nil {
+		return err
 	}
 	var snaps []*messages.SkippedKey
 	err = s.deps.store.Scan(persistence.SkippedPrefix(s.storeKey), func(_, v []byte) error {
@@ -466,7 +477,11 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 		for _, k := range old {
 			writes = append(writes, persistence.Write{Key: k, Delete: true})
 		}
-		cur, sess = m.Reinit, &ratchet.Session{State: st, Limits: s.deps.cfg.Ratchet}
+		// The messages the replaced session received stay kept.
+		cur, sess = proto.Clone(m.Reinit).(*messages.SessionRecord), &ratchet.Session{State: st, Limits: s.deps.cfg.Ratchet}
+		if s.rec != nil {
+			cur.Inbox = slices.Clone(s.rec.Inbox)
+		}
 	}
 	if sess == nil {
 		resp.Error, resp.Detail = messages.ErrorCode_NO_SESSION, "no session state"
@@ -489,9 +504,9 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 		s.deps.stats.reservedSends.Add(1)
 		return s.encrypted(resp, h, ct)
 	}
-	rec := proto.Clone(cur).(*messages.SessionRecord)
+	rec := cloneRecord(cur)
 	rec.State = s.snapshot(&next)
-	w, err := recordWrite(s.storeKey, rec)
+	writes, marked, err := s.inlineWrite(rec, writes)
 	if err != nil {
 		resp.Error, resp.Detail = messages.ErrorCode_INTERNAL, err.Error()
 		return resp
@@ -499,15 +514,17 @@ func (s *peerSession) encrypt(ctx actor.Context, m *messages.EncryptRequest) *me
 	if m.Reinit == nil {
 		sess.State = next
 		s.keep(rec)
-		s.hold(ctx, heldReply{to: ctx.Sender(), encrypt: s.encrypted(resp, h, ct)}, w)
+		s.inlineMark = marked // a failed commit reloads
+		s.hold(ctx, heldReply{to: ctx.Sender(), encrypt: s.encrypted(resp, h, ct)}, writes...)
 		return nil // answered by flush
 	}
-	if err := s.commit(s.marked(append(writes, w))); err != nil {
+	if err := s.commit(s.marked(writes)); err != nil {
 		s.reinitFailed(ctx, m)
 		resp.Error, resp.Detail = messages.ErrorCode_STORE, err.Error()
 		return resp
 	}
 	sess.State = next
+	s.inlineMark = marked
 	s.keep(rec)
 	s.sess = sess
 	s.covered = s.reserving
@@ -583,7 +600,7 @@ func (s *peerSession) decrypt(ctx actor.Context, m *messages.DecryptRequest) *me
 	}
 	confirmed := s.rec.Confirmed || s.rec.Initiator
 	rec := s.record(&r.Next, confirmed)
-	writes, err := s.decryptWrites(rec, r, usedSeq, s.sess.Apply(r), m.Inbox)
+	writes, inline, marked, err := s.decryptWrites(rec, r, usedSeq, s.sess.Apply(r), m.Inbox)
 	if err != nil {
 		// The state was applied in memory: go back to the durable one.
 		s.flush(ctx)
@@ -593,6 +610,10 @@ func (s *peerSession) decrypt(ctx actor.Context, m *messages.DecryptRequest) *me
 	}
 	s.heldNotify = s.heldNotify || confirmed != s.rec.Confirmed
 	s.keep(rec)
+	s.inlineMark = marked // a failed commit reloads
+	if inline != nil {
+		s.heldInline = append(s.heldInline, inline)
+	}
 	resp.Plaintext = r.Plaintext
 	s.hold(ctx, heldReply{to: ctx.Sender(), decrypt: resp}, writes...)
 	return nil // answered by flush
@@ -636,13 +657,16 @@ func (s *peerSession) decryptFresh(ctx actor.Context, m *messages.DecryptRequest
 		Confirmed:          true,
 	}
 	rec.State = s.snapshot(&r.Next)
+	if s.rec != nil {
+		rec.Inbox = slices.Clone(s.rec.Inbox) // what the replaced state received stays kept
+	}
 	// The old state under this id is replaced: delete its skipped keys.
 	writes := []persistence.Write{{Key: initKey, Value: []byte{1}}}
 	old, err := s.skippedKeys()
 	for _, k := range old {
 		writes = append(writes, persistence.Write{Key: k, Delete: true})
 	}
-	more, err2 := s.decryptWrites(rec, r, 0, nil, m.Inbox)
+	more, inline, marked, err2 := s.decryptWrites(rec, r, 0, nil, m.Inbox)
 	err = errors.Join(err, err2)
 	if err == nil {
 		writes = append(writes, more...)
@@ -653,6 +677,10 @@ func (s *peerSession) decryptFresh(ctx actor.Context, m *messages.DecryptRequest
 		return resp
 	}
 	s.keep(rec)
+	s.inlineMark = marked
+	if inline != nil {
+		s.deps.inline.add(s.local, inline)
+	}
 	s.sess = &fresh
 	s.covered = s.reserving
 	s.notify(ctx)
@@ -670,18 +698,19 @@ func (s *peerSession) markStale(ctx actor.Context) error {
 	if s.sess == nil {
 		return nil
 	}
-	rec := proto.Clone(s.rec).(*messages.SessionRecord)
+	rec := cloneRecord(s.rec)
 	rec.Stale = true
 	rec.State = s.snapshot(&s.sess.State)
-	w, err := recordWrite(s.storeKey, rec)
+	writes, marked, err := s.inlineWrite(rec, nil)
 	if err == nil {
-		err = s.commit([]persistence.Write{w})
+		err = s.commit(writes)
 	}
 	if err != nil {
 		s.deps.log.Warn("stale mark not persisted", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
 		return err
 	}
 	s.keep(rec)
+	s.inlineMark = marked
 	s.covered = s.reserving
 	return nil
 }
@@ -709,7 +738,7 @@ func (s *peerSession) skippedKeys() ([][]byte, error) {
 
 // record builds the session record for a new state.
 func (s *peerSession) record(st *ratchet.State, confirmed bool) *messages.SessionRecord {
-	rec := proto.Clone(s.rec).(*messages.SessionRecord)
+	rec := cloneRecord(s.rec)
 	rec.State = s.snapshot(st)
 	rec.Confirmed = confirmed
 	return rec
@@ -773,16 +802,18 @@ func (s *peerSession) rewind() {
 	if !s.covered.ok || s.covered.chain != st.DHs.Public || s.covered.upto-st.Ns < minRewind {
 		return
 	}
-	rec := proto.Clone(s.rec).(*messages.SessionRecord)
+	rec := cloneRecord(s.rec)
 	rec.State = st.Snapshot()
-	w, err := recordWrite(s.storeKey, rec)
+	writes, marked, err := s.inlineWrite(rec, nil)
 	if err == nil {
-		err = s.commit([]persistence.Write{w})
+		err = s.commit(writes)
 	}
 	if err != nil {
 		s.deps.log.Warn("unused reserved keys not given back", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
 		return
 	}
+	s.keep(rec)
+	s.inlineMark = marked
 	s.covered = exactly(st)
 	s.reserving = s.covered
 }
@@ -793,25 +824,33 @@ func (s *peerSession) rewind() {
 // The plaintext goes into the inbox in the same commit (durability rule 2):
 // a crash after it leaves the message to be delivered again, never lost, and
 // never decryptable twice.
-func (s *peerSession) decryptWrites(rec *messages.SessionRecord, r *ratchet.Result, usedSeq uint64, evicted []ratchet.SkippedKey, inbox *messages.InboxRecord) ([]persistence.Write, error) {
-	w, err := recordWrite(s.storeKey, rec)
-	if err != nil {
-		return nil, err
-	}
-	writes := s.marked([]persistence.Write{w})
+func (s *peerSession) decryptWrites(rec *messages.SessionRecord, r *ratchet.Result, usedSeq uint64, evicted []ratchet.SkippedKey, inbox *messages.InboxRecord) (writes []persistence.Write, inline *messages.InboxRecord, marked bool, err error) {
+	var own *persistence.Write // the inbox record, for a message not kept inline
 	if inbox != nil {
 		ib := proto.Clone(inbox).(*messages.InboxRecord)
 		ib.Payload = r.Plaintext
-		v, err := proto.Marshal(ib)
-		if err != nil {
-			return nil, err
+		if s.inlined(rec, ib) {
+			inline = ib
+		} else {
+			v, err := proto.Marshal(ib)
+			if err != nil {
+				return nil, nil, false, err
+			}
+			own = &persistence.Write{Key: persistence.InboxKey(s.local, ib.Id), Value: v}
 		}
-		writes = append(writes, persistence.Write{Key: persistence.InboxKey(s.local, ib.Id), Value: v})
+	}
+	writes, marked, err = s.inlineWrite(rec, nil)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	writes = s.marked(writes)
+	if own != nil {
+		writes = append(writes, *own)
 	}
 	for _, k := range r.Skipped {
 		v, err := proto.Marshal(&messages.SkippedKey{RatchetKey: k.RatchetKey[:], N: k.N, MessageKey: k.Key[:], Seq: k.Seq})
 		if err != nil {
-			return nil, err
+			return nil, nil, false, err
 		}
 		writes = append(writes, persistence.Write{Key: persistence.SkippedKey(s.storeKey, k.Seq), Value: v})
 	}
@@ -821,7 +860,7 @@ func (s *peerSession) decryptWrites(rec *messages.SessionRecord, r *ratchet.Resu
 	for _, k := range evicted {
 		writes = append(writes, persistence.Write{Key: persistence.SkippedKey(s.storeKey, k.Seq), Delete: true})
 	}
-	return writes, nil
+	return writes, inline, marked, nil
 }
 
 // notify tells the supervisor what its routing and tie-break need. It is
@@ -837,6 +876,18 @@ func (s *peerSession) notify(ctx actor.Context) {
 		Confirmed:          s.rec.Confirmed,
 		Stale:              s.rec.Stale,
 	})
+}
+
+// cloneRecord copies a record of this session for a new write. The
+// messages it keeps are shared, not copied: a kept InboxRecord is never
+// changed.
+func cloneRecord(rec *messages.SessionRecord) *messages.SessionRecord {
+	inbox := rec.Inbox
+	rec.Inbox = nil
+	c := proto.Clone(rec).(*messages.SessionRecord)
+	rec.Inbox = inbox
+	c.Inbox = slices.Clone(inbox)
+	return c
 }
 
 func recordWrite(k []byte, rec *messages.SessionRecord) (persistence.Write, error) {

@@ -361,7 +361,12 @@ type SessionRecord struct {
 	State              *RatchetState          `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"`
 	// The peer asked for our bundle (it cannot decrypt this session): not
 	// used for sending any more, still decryptable.
-	Stale         bool `protobuf:"varint,10,opt,name=stale,proto3" json:"stale,omitempty"`
+	Stale bool `protobuf:"varint,10,opt,name=stale,proto3" json:"stale,omitempty"`
+	// Received on this session and not yet known to be acknowledged by the
+	// application: written with the state that decrypted them, instead of an
+	// inbox record each (Config.InlineInboxBytes). They count only while the
+	// store holds the session's inline mark (persistence.InlineMarkKey).
+	Inbox         []*InboxRecord `protobuf:"bytes,11,rep,name=inbox,proto3" json:"inbox,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -464,6 +469,13 @@ func (x *SessionRecord) GetStale() bool {
 		return x.Stale
 	}
 	return false
+}
+
+func (x *SessionRecord) GetInbox() []*InboxRecord {
+	if x != nil {
+		return x.Inbox
+	}
+	return nil
 }
 
 // EncryptRequest asks a SessionSupervisor to encrypt for one peer
@@ -2510,7 +2522,7 @@ const file_engine_proto_rawDesc = "" +
 	"\x10protocol_version\x18\x05 \x01(\rR\x0fprotocolVersion\x12\x1c\n" +
 	"\ttimestamp\x18\x06 \x01(\x03R\ttimestamp\x12\x18\n" +
 	"\aenabled\x18\a \x01(\bR\aenabled\x12)\n" +
-	"\x10bundle_timestamp\x18\b \x01(\x03R\x0fbundleTimestamp\"\x81\x03\n" +
+	"\x10bundle_timestamp\x18\b \x01(\x03R\x0fbundleTimestamp\"\xb5\x03\n" +
 	"\rSessionRecord\x12#\n" +
 	"\rpeer_identity\x18\x01 \x01(\fR\fpeerIdentity\x120\n" +
 	"\x14peer_installation_id\x18\x02 \x01(\tR\x12peerInstallationId\x12\x1b\n" +
@@ -2522,7 +2534,8 @@ const file_engine_proto_rawDesc = "" +
 	"\x12peer_ephemeral_key\x18\b \x01(\fR\x10peerEphemeralKey\x122\n" +
 	"\x05state\x18\t \x01(\v2\x1c.ratchetd.state.RatchetStateR\x05state\x12\x14\n" +
 	"\x05stale\x18\n" +
-	" \x01(\bR\x05stale\"\xf0\x01\n" +
+	" \x01(\bR\x05stale\x122\n" +
+	"\x05inbox\x18\v \x03(\v2\x1c.ratchetd.engine.InboxRecordR\x05inbox\"\xf0\x01\n" +
 	"\x0eEncryptRequest\x120\n" +
 	"\x14peer_installation_id\x18\x01 \x01(\tR\x12peerInstallationId\x12-\n" +
 	"\x13peer_signed_pre_key\x18\x02 \x01(\fR\x10peerSignedPreKey\x12+\n" +
@@ -2733,31 +2746,32 @@ var file_engine_proto_goTypes = []any{
 var file_engine_proto_depIdxs = []int32{
 	1,  // 0: ratchetd.engine.InstallationRecord.pre_keys:type_name -> ratchetd.engine.OwnPreKey
 	40, // 1: ratchetd.engine.SessionRecord.state:type_name -> ratchetd.state.RatchetState
-	4,  // 2: ratchetd.engine.EncryptRequest.reinit:type_name -> ratchetd.engine.SessionRecord
-	41, // 3: ratchetd.engine.EncryptResponse.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
-	0,  // 4: ratchetd.engine.EncryptResponse.error:type_name -> ratchetd.engine.ErrorCode
-	41, // 5: ratchetd.engine.DecryptRequest.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
-	1,  // 6: ratchetd.engine.DecryptRequest.signed_pre_key:type_name -> ratchetd.engine.OwnPreKey
-	34, // 7: ratchetd.engine.DecryptRequest.inbox:type_name -> ratchetd.engine.InboxRecord
-	0,  // 8: ratchetd.engine.DecryptResponse.error:type_name -> ratchetd.engine.ErrorCode
-	10, // 9: ratchetd.engine.SessionsReply.sessions:type_name -> ratchetd.engine.SessionInfo
-	0,  // 10: ratchetd.engine.Processed.error:type_name -> ratchetd.engine.ErrorCode
-	0,  // 11: ratchetd.engine.SendReport.error:type_name -> ratchetd.engine.ErrorCode
-	42, // 12: ratchetd.engine.BundleReply.bundle:type_name -> ratchetd.wire.Bundle
-	1,  // 13: ratchetd.engine.BundleReply.current:type_name -> ratchetd.engine.OwnPreKey
-	1,  // 14: ratchetd.engine.PreKeysChanged.pre_keys:type_name -> ratchetd.engine.OwnPreKey
-	3,  // 15: ratchetd.engine.PairedDevices.devices:type_name -> ratchetd.engine.DeviceRecord
-	3,  // 16: ratchetd.engine.DeviceList.devices:type_name -> ratchetd.engine.DeviceRecord
-	42, // 17: ratchetd.engine.ImportBundle.bundle:type_name -> ratchetd.wire.Bundle
-	0,  // 18: ratchetd.engine.Ack.error:type_name -> ratchetd.engine.ErrorCode
-	29, // 19: ratchetd.engine.CommitRequest.writes:type_name -> ratchetd.engine.StoreWrite
-	0,  // 20: ratchetd.engine.CommitAck.error:type_name -> ratchetd.engine.ErrorCode
-	43, // 21: ratchetd.engine.OutboxRecord.envelope:type_name -> ratchetd.transport.Envelope
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	34, // 2: ratchetd.engine.SessionRecord.inbox:type_name -> ratchetd.engine.InboxRecord
+	4,  // 3: ratchetd.engine.EncryptRequest.reinit:type_name -> ratchetd.engine.SessionRecord
+	41, // 4: ratchetd.engine.EncryptResponse.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
+	0,  // 5: ratchetd.engine.EncryptResponse.error:type_name -> ratchetd.engine.ErrorCode
+	41, // 6: ratchetd.engine.DecryptRequest.message:type_name -> ratchetd.wire.EncryptedMessageProtocol
+	1,  // 7: ratchetd.engine.DecryptRequest.signed_pre_key:type_name -> ratchetd.engine.OwnPreKey
+	34, // 8: ratchetd.engine.DecryptRequest.inbox:type_name -> ratchetd.engine.InboxRecord
+	0,  // 9: ratchetd.engine.DecryptResponse.error:type_name -> ratchetd.engine.ErrorCode
+	10, // 10: ratchetd.engine.SessionsReply.sessions:type_name -> ratchetd.engine.SessionInfo
+	0,  // 11: ratchetd.engine.Processed.error:type_name -> ratchetd.engine.ErrorCode
+	0,  // 12: ratchetd.engine.SendReport.error:type_name -> ratchetd.engine.ErrorCode
+	42, // 13: ratchetd.engine.BundleReply.bundle:type_name -> ratchetd.wire.Bundle
+	1,  // 14: ratchetd.engine.BundleReply.current:type_name -> ratchetd.engine.OwnPreKey
+	1,  // 15: ratchetd.engine.PreKeysChanged.pre_keys:type_name -> ratchetd.engine.OwnPreKey
+	3,  // 16: ratchetd.engine.PairedDevices.devices:type_name -> ratchetd.engine.DeviceRecord
+	3,  // 17: ratchetd.engine.DeviceList.devices:type_name -> ratchetd.engine.DeviceRecord
+	42, // 18: ratchetd.engine.ImportBundle.bundle:type_name -> ratchetd.wire.Bundle
+	0,  // 19: ratchetd.engine.Ack.error:type_name -> ratchetd.engine.ErrorCode
+	29, // 20: ratchetd.engine.CommitRequest.writes:type_name -> ratchetd.engine.StoreWrite
+	0,  // 21: ratchetd.engine.CommitAck.error:type_name -> ratchetd.engine.ErrorCode
+	43, // 22: ratchetd.engine.OutboxRecord.envelope:type_name -> ratchetd.transport.Envelope
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_engine_proto_init() }

@@ -56,6 +56,7 @@ const (
 	prefixReplay       byte = 'r'
 	prefixPeer         byte = 'p'
 	prefixMeta         byte = 'm'
+	prefixInlineMark   byte = 'u'
 )
 
 func appendField(k []byte, f []byte) []byte {
@@ -174,6 +175,31 @@ func OutboxIDOf(prefix, key []byte) ([]byte, bool) {
 
 // AllOutboxPrefix scans the outboxes of every hosted installation.
 func AllOutboxPrefix() []byte { return []byte{prefixOutbox} }
+
+// InlineMarkKey marks a session record (its store key, session) that holds
+// received messages not yet acknowledged (SessionRecord.inbox): the
+// installation finds them by these marks after a restart.
+func InlineMarkKey(local string, session []byte) []byte {
+	return key(prefixInlineMark, []byte(local), session)
+}
+
+// InlineMarkPrefix is the prefix of an installation's inline marks.
+func InlineMarkPrefix(local string) []byte { return key(prefixInlineMark, []byte(local)) }
+
+// AllInlineMarkPrefix is the prefix of every installation's inline marks.
+func AllInlineMarkPrefix() []byte { return []byte{prefixInlineMark} }
+
+// InlineMarkLocal is the installation id of an inline mark's key.
+func InlineMarkLocal(k []byte) (string, bool) {
+	if len(k) < 1 || k[0] != prefixInlineMark {
+		return "", false
+	}
+	n, w := binary.Uvarint(k[1:])
+	if w <= 0 || n > uint64(len(k)-1-w) {
+		return "", false
+	}
+	return string(k[1+w : 1+w+int(n)]), true
+}
 
 // AllInboxPrefix scans the inboxes of every hosted installation.
 func AllInboxPrefix() []byte { return []byte{prefixInbox} }

@@ -1,0 +1,326 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ratchetd/ratchetd/messages"
+	"github.com/ratchetd/ratchetd/persistence"
+)
+
+// Received messages kept in their session's record (durability rule 2,
+// design/architecture.md).
+//
+// A decrypted message must be durable, with the state that decrypted it,
+// until the application acknowledges it. An inbox record per message costs
+// two more store entries per message (its write, and its delete at the
+// acknowledgement) next to the session record's one. Instead a session keeps
+// its unacknowledged plaintexts in its record (SessionRecord.inbox, at most
+// Config.InlineInboxBytes), which it writes with each new state anyway:
+//
+//   - An acknowledgement is noted in memory (inlineInbox), not written: the
+//     session's next record write leaves the message out. A session that
+//     stops (passivation, Close) writes its record without them once more,
+//     the messages still unacknowledged moved to inbox records of their own.
+//   - The entries count only while the store holds the session's inline mark
+//     (persistence.InlineMarkKey), written in the same commit as the first
+//     record that holds entries and deleted with the first that holds none.
+//     After a restart the installation, before any of its sessions runs,
+//     moves the entries of every marked record to inbox records and deletes
+//     the marks (sweepInline); a session that loads a record with entries
+//     and no mark drops them, they were moved.
+//
+// A crash therefore delivers again what the application acknowledged since
+// its session last wrote its record (as a lost inbox delete did before), and
+// loses nothing: an entry leaves a record only in a commit that holds it
+// elsewhere (an inbox record) or after its acknowledgement.
+
+// inlineInbox is the engine's note of the messages kept in session records
+// that were delivered: acked or not yet. It is shared by the Engine's Ack
+// (any goroutine) and the sessions.
+type inlineInbox struct {
+	mu sync.Mutex
+	m  map[inlineID]bool // true: acknowledged
+}
+
+type inlineID struct{ local, id string }
+
+// add notes delivered entries of a session record as not acknowledged (one
+// noted already keeps what it has).
+func (x *inlineInbox) add(local string, recs ...*messages.InboxRecord) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.m == nil {
+		x.m = make(map[inlineID]bool)
+	}
+	for _, r := range recs {
+		k := inlineID{local, string(r.Id)}
+		if _, ok := x.m[k]; !ok {
+			x.m[k] = false
+		}
+	}
+}
+
+// ack notes an acknowledgement; false: the message is not kept in a session
+// record (its inbox record is to be deleted).
+func (x *inlineInbox) ack(local string, id []byte) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	k := inlineID{local, string(id)}
+	if _, ok := x.m[k]; !ok {
+		return false
+	}
+	x.m[k] = true
+	return true
+}
+
+// keep returns the entries still to be kept (not acknowledged), and forgets
+// the acknowledged ones: the record being written leaves them out. It
+// reuses recs' array.
+func (x *inlineInbox) keep(local string, recs []*messages.InboxRecord) []*messages.InboxRecord {
+	if len(recs) == 0 {
+		return nil
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := recs[:0]
+	for _, r := range recs {
+		k := inlineID{local, string(r.Id)}
+		if x.m[k] {
+			delete(x.m, k)
+			continue
+		}
+		out = append(out, r)
+	}
+	clear(recs[len(out):])
+	return out
+}
+
+// take forgets the entries of a record that moves them out (sweep): it
+// returns those not acknowledged.
+func (x *inlineInbox) take(local string, recs []*messages.InboxRecord) []*messages.InboxRecord {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []*messages.InboxRecord
+	for _, r := range recs {
+		k := inlineID{local, string(r.Id)}
+		if !x.m[k] {
+			out = append(out, r)
+		}
+		delete(x.m, k)
+	}
+	return out
+}
+
+// pending reports whether a kept entry still counts (not acknowledged).
+func (x *inlineInbox) pending(local string, id []byte) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return !x.m[inlineID{local, string(id)}]
+}
+
+// inlineEntryCost is what an entry counts against InlineInboxBytes besides
+// its payload and id (its other fields, and its encoding): empty messages
+// are bounded too.
+const inlineEntryCost = 64
+
+// inlineBytes is what kept entries count against InlineInboxBytes.
+func inlineBytes(recs ...*messages.InboxRecord) int {
+	n := 0
+	for _, r := range recs {
+		n += len(r.Payload) + len(r.Id) + inlineEntryCost
+	}
+	return n
+}
+
+// inlined adds a decrypted message to the record being written, if the
+// session's bound allows it (reporting whether it did). The entries of rec
+// the application acknowledged meanwhile are left out first.
+func (s *peerSession) inlined(rec *messages.SessionRecord, ib *messages.InboxRecord) bool {
+	rec.Inbox = s.deps.inline.keep(s.local, rec.Inbox)
+	if inlineBytes(ib)+inlineBytes(rec.Inbox...) > s.deps.cfg.InlineInboxBytes {
+		return false
+	}
+	rec.Inbox = append(rec.Inbox, ib)
+	return true
+}
+
+// marking adds to a commit of rec the write that keeps the inline mark in
+// step with it (none when it already is); marked is the mark's state once
+// the commit succeeds.
+func (s *peerSession) marking(writes []persistence.Write, rec *messages.SessionRecord) (_ []persistence.Write, marked bool) {
+	want := len(rec.Inbox) > 0
+	if want != s.inlineMark {
+		writes = append(writes, persistence.Write{Key: persistence.InlineMarkKey(s.local, s.storeKey), Value: s.storeKey, Delete: !want})
+	}
+	return writes, want
+}
+
+// inlineWrite is a session record write that leaves out the entries
+// acknowledged meanwhile, with its inline mark write; marked as in marking.
+func (s *peerSession) inlineWrite(rec *messages.SessionRecord, writes []persistence.Write) (_ []persistence.Write, marked bool, err error) {
+	rec.Inbox = s.deps.inline.keep(s.local, rec.Inbox)
+	w, err := recordWrite(s.storeKey, rec)
+	if err != nil {
+		return nil, false, err
+	}
+	writes, marked = s.marking(append(writes, w), rec)
+	return writes, marked, nil
+}
+
+// loadedInline settles the entries of a record just loaded: with the mark
+// they are the session's, and noted (they may have been delivered);
+// without it the installation moved them to inbox records, and they go.
+func (s *peerSession) loadedInline(rec *messages.SessionRecord) error {
+	s.inlineMark = false
+	if len(rec.Inbox) == 0 {
+		return nil
+	}
+	_, err := s.deps.store.Get(persistence.InlineMarkKey(s.local, s.storeKey))
+	switch {
+	case err == nil:
+		s.inlineMark = true
+		s.deps.inline.add(s.local, rec.Inbox...)
+	case errors.Is(err, persistence.ErrNotFound):
+		rec.Inbox = nil
+	default:
+		return err
+	}
+	return nil
+}
+
+// sweepInline is a stopping session's last record write when it keeps
+// entries: the record without them, the unacknowledged ones as inbox
+// records, and the mark deleted, in one commit. It stores the exact
+// sending chain (as rewind does). If the commit fails the entries stay in
+// the marked record, and are noted again.
+func (s *peerSession) sweepInline() {
+	if s.rec == nil || s.sess == nil || s.unloaded || s.late != nil || (len(s.rec.Inbox) == 0 && !s.inlineMark) {
+		return
+	}
+	kept := s.rec.Inbox
+	live := s.deps.inline.take(s.local, kept)
+	var writes []persistence.Write
+	for _, ib := range live {
+		v, err := proto.Marshal(ib)
+		if err != nil {
+			s.deps.inline.add(s.local, kept...)
+			return
+		}
+		writes = append(writes, persistence.Write{Key: persistence.InboxKey(s.local, ib.Id), Value: v})
+	}
+	rec := cloneRecord(s.rec)
+	rec.Inbox = nil
+	st := &s.sess.State
+	rec.State = st.Snapshot()
+	w, err := recordWrite(s.storeKey, rec)
+	if err == nil {
+		writes = append(writes, w, persistence.Write{Key: persistence.InlineMarkKey(s.local, s.storeKey), Delete: true})
+		err = s.commit(writes)
+	}
+	if err != nil {
+		s.deps.log.Warn("received messages kept in a session record not moved", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
+		s.deps.inline.add(s.local, kept...)
+		return
+	}
+	s.keep(rec)
+	s.inlineMark = false
+	s.covered = exactly(st)
+	s.reserving = s.covered
+}
+
+// sweepInline moves the entries of every marked session record of this
+// installation to inbox records, and deletes the marks (see above). It runs
+// when the installation starts, before any of its sessions; a record whose
+// session has a commit that may still land is left to that session.
+func (in *installation) sweepInline() {
+	type marked struct{ mark, session []byte }
+	var all []marked
+	err := in.deps.store.Scan(persistence.InlineMarkPrefix(in.id), func(k, v []byte) error {
+		all = append(all, marked{append([]byte(nil), k...), append([]byte(nil), v...)})
+		return nil
+	})
+	if err != nil {
+		in.deps.log.Warn("inline marks not read", "installation", in.id, "err", err)
+		return
+	}
+	var writes []persistence.Write
+	flush := func() {
+		if len(writes) == 0 {
+			return
+		}
+		if err := in.deps.commit(writes); err != nil {
+			in.deps.log.Warn("received messages kept in session records not moved", "installation", in.id, "err", err)
+		}
+		writes = nil
+	}
+	for _, m := range all {
+		if in.deps.lates.pending(m.session) != nil {
+			continue
+		}
+		raw, err := in.deps.store.Get(m.session)
+		var rec messages.SessionRecord
+		switch {
+		case errors.Is(err, persistence.ErrNotFound):
+		case err != nil:
+			in.deps.log.Warn("session record with inline mark not read", "key", fmt.Sprintf("%x", m.session), "err", err)
+			continue
+		case proto.Unmarshal(raw, &rec) != nil:
+			// Reported when its session loads it; its entries stay marked.
+			continue
+		}
+		for _, ib := range rec.Inbox {
+			v, err := proto.Marshal(ib)
+			if err != nil {
+				continue
+			}
+			writes = append(writes, persistence.Write{Key: persistence.InboxKey(in.id, ib.Id), Value: v})
+		}
+		writes = append(writes, persistence.Write{Key: m.mark, Delete: true})
+		if len(writes) >= in.deps.cfg.MaxBatchWrites/4 {
+			flush()
+		}
+	}
+	flush()
+}
+
+// keptInline counts the messages kept in marked session records and not
+// acknowledged (Engine.Pending).
+func (d *deps) keptInline() (int, error) {
+	type marked struct {
+		local   string
+		session []byte
+	}
+	var all []marked
+	err := d.store.Scan(persistence.AllInlineMarkPrefix(), func(k, v []byte) error {
+		if local, ok := persistence.InlineMarkLocal(k); ok {
+			all = append(all, marked{local, append([]byte(nil), v...)})
+		}
+		return nil
+	})
+	n := 0
+	for _, m := range all {
+		if err != nil {
+			break
+		}
+		var raw []byte
+		raw, err = d.store.Get(m.session)
+		if errors.Is(err, persistence.ErrNotFound) {
+			err = nil
+			continue
+		}
+		var rec messages.SessionRecord
+		if err != nil || proto.Unmarshal(raw, &rec) != nil {
+			continue
+		}
+		for _, ib := range rec.Inbox {
+			if d.inline.pending(m.local, ib.Id) {
+				n++
+			}
+		}
+	}
+	return n, err
+}
