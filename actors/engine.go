@@ -702,11 +702,15 @@ func (e *Engine) Pending() (outbox, inbox int, err error) {
 	if err = e.deps.store.Scan(persistence.AllOutboxPrefix(), func(k, v []byte) error { outbox++; return nil }); err != nil {
 		return 0, 0, err
 	}
+	// Kept messages first: one moved to the inbox meanwhile is counted
+	// twice, never missed.
+	if inbox, err = e.deps.keptInline(); err != nil {
+		return 0, 0, err
+	}
 	if err = e.deps.store.Scan(persistence.AllInboxPrefix(), func(k, v []byte) error { inbox++; return nil }); err != nil {
 		return 0, 0, err
 	}
-	kept, err := e.deps.keptInline()
-	return outbox, inbox + kept, err
+	return outbox, inbox, nil
 }
 
 // Quiesce stops the intake: it unsubscribes every installation and stops

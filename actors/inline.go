@@ -77,10 +77,12 @@ func (x *inlineInbox) ack(local string, id []byte) bool {
 	return true
 }
 
-// keep returns the entries still to be kept (not acknowledged), and forgets
-// the acknowledged ones: the record being written leaves them out. It
-// reuses recs' array.
-func (x *inlineInbox) keep(local string, recs []*messages.InboxRecord) []*messages.InboxRecord {
+// keep returns the entries still to be kept (not acknowledged), reusing
+// recs' array, and adds the acknowledged ones, which the record being
+// written leaves out, to dropped. Their notes stay until that record is
+// durable (forget): a write that fails leaves them in the stored record,
+// still acknowledged.
+func (x *inlineInbox) keep(local string, recs []*messages.InboxRecord, dropped *[]*messages.InboxRecord) []*messages.InboxRecord {
 	if len(recs) == 0 {
 		return nil
 	}
@@ -88,9 +90,8 @@ func (x *inlineInbox) keep(local string, recs []*messages.InboxRecord) []*messag
 	defer x.mu.Unlock()
 	out := recs[:0]
 	for _, r := range recs {
-		k := inlineID{local, string(r.Id)}
-		if x.m[k] {
-			delete(x.m, k)
+		if x.m[inlineID{local, string(r.Id)}] {
+			*dropped = append(*dropped, r)
 			continue
 		}
 		out = append(out, r)
@@ -99,20 +100,37 @@ func (x *inlineInbox) keep(local string, recs []*messages.InboxRecord) []*messag
 	return out
 }
 
-// take forgets the entries of a record that moves them out (sweep): it
-// returns those not acknowledged.
-func (x *inlineInbox) take(local string, recs []*messages.InboxRecord) []*messages.InboxRecord {
+// live returns the entries not acknowledged (a sweep moves them to inbox
+// records).
+func (x *inlineInbox) live(local string, recs []*messages.InboxRecord) []*messages.InboxRecord {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	var out []*messages.InboxRecord
 	for _, r := range recs {
-		k := inlineID{local, string(r.Id)}
-		if !x.m[k] {
+		if !x.m[inlineID{local, string(r.Id)}] {
 			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// forget drops the notes of entries no stored record counts any more (or
+// that may be moved: a commit that answered late); it returns the ids of
+// those acknowledged by then.
+func (x *inlineInbox) forget(local string, recs []*messages.InboxRecord) (acked map[string]bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, r := range recs {
+		k := inlineID{local, string(r.Id)}
+		if x.m[k] {
+			if acked == nil {
+				acked = make(map[string]bool)
+			}
+			acked[k.id] = true
 		}
 		delete(x.m, k)
 	}
-	return out
+	return acked
 }
 
 // pending reports whether a kept entry still counts (not acknowledged).
@@ -140,7 +158,7 @@ func inlineBytes(recs ...*messages.InboxRecord) int {
 // session's bound allows it (reporting whether it did). The entries of rec
 // the application acknowledged meanwhile are left out first.
 func (s *peerSession) inlined(rec *messages.SessionRecord, ib *messages.InboxRecord) bool {
-	rec.Inbox = s.deps.inline.keep(s.local, rec.Inbox)
+	rec.Inbox = s.deps.inline.keep(s.local, rec.Inbox, &s.dropping)
 	if inlineBytes(ib)+inlineBytes(rec.Inbox...) > s.deps.cfg.InlineInboxBytes {
 		return false
 	}
@@ -162,7 +180,7 @@ func (s *peerSession) marking(writes []persistence.Write, rec *messages.SessionR
 // inlineWrite is a session record write that leaves out the entries
 // acknowledged meanwhile, with its inline mark write; marked as in marking.
 func (s *peerSession) inlineWrite(rec *messages.SessionRecord, writes []persistence.Write) (_ []persistence.Write, marked bool, err error) {
-	rec.Inbox = s.deps.inline.keep(s.local, rec.Inbox)
+	rec.Inbox = s.deps.inline.keep(s.local, rec.Inbox, &s.dropping)
 	w, err := recordWrite(s.storeKey, rec)
 	if err != nil {
 		return nil, false, err
@@ -196,18 +214,17 @@ func (s *peerSession) loadedInline(rec *messages.SessionRecord) error {
 // entries: the record without them, the unacknowledged ones as inbox
 // records, and the mark deleted, in one commit. It stores the exact
 // sending chain (as rewind does). If the commit fails the entries stay in
-// the marked record, and are noted again.
+// the marked record, noted as they were.
 func (s *peerSession) sweepInline() {
 	if s.rec == nil || s.sess == nil || s.unloaded || s.late != nil || (len(s.rec.Inbox) == 0 && !s.inlineMark) {
 		return
 	}
 	kept := s.rec.Inbox
-	live := s.deps.inline.take(s.local, kept)
+	live := s.deps.inline.live(s.local, kept)
 	var writes []persistence.Write
 	for _, ib := range live {
 		v, err := proto.Marshal(ib)
 		if err != nil {
-			s.deps.inline.add(s.local, kept...)
 			return
 		}
 		writes = append(writes, persistence.Write{Key: persistence.InboxKey(s.local, ib.Id), Value: v})
@@ -221,9 +238,14 @@ func (s *peerSession) sweepInline() {
 		writes = append(writes, w, persistence.Write{Key: persistence.InlineMarkKey(s.local, s.storeKey), Delete: true})
 		err = s.commit(writes)
 	}
-	if err != nil {
+	if err != nil && !isLate(err) {
 		s.deps.log.Warn("received messages kept in a session record not moved", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
-		s.deps.inline.add(s.local, kept...)
+		return
+	}
+	// Moved (or, answered late, perhaps moved): an acknowledgement from now
+	// on deletes the inbox record.
+	s.deps.movedInline(s.local, kept, live)
+	if err != nil {
 		return
 	}
 	s.keep(rec)
@@ -232,10 +254,60 @@ func (s *peerSession) sweepInline() {
 	s.reserving = s.covered
 }
 
+// movedInline forgets the notes of entries moved to inbox records (live, of
+// kept); one acknowledged since they were read gets its inbox record
+// deleted.
+func (d *deps) movedInline(local string, kept, live []*messages.InboxRecord) {
+	acked := d.inline.forget(local, kept)
+	for _, ib := range live {
+		if acked[string(ib.Id)] {
+			d.commitLater([]persistence.Write{{Key: persistence.InboxKey(local, ib.Id), Delete: true}})
+		}
+	}
+}
+
+// isLate reports a commit that did not answer in CommitTimeout.
+func isLate(err error) bool {
+	var l *lateCommitError
+	return errors.As(err, &l)
+}
+
+// rescueInline moves the entries of a record whose state is unusable (the
+// session starts empty, and its next record would drop them) to inbox
+// records, and deletes the mark. If that fails the session stays unloaded
+// and loads again later.
+func (s *peerSession) rescueInline(kept []*messages.InboxRecord) error {
+	if !s.inlineMark {
+		return nil
+	}
+	live := s.deps.inline.live(s.local, kept)
+	writes := make([]persistence.Write, 0, len(live)+1)
+	for _, ib := range live {
+		v, err := proto.Marshal(ib)
+		if err != nil {
+			return err
+		}
+		writes = append(writes, persistence.Write{Key: persistence.InboxKey(s.local, ib.Id), Value: v})
+	}
+	writes = append(writes, persistence.Write{Key: persistence.InlineMarkKey(s.local, s.storeKey), Delete: true})
+	err := s.commit(writes)
+	if err == nil || isLate(err) {
+		s.deps.movedInline(s.local, kept, live)
+	}
+	if err != nil {
+		s.deps.log.Warn("received messages kept in an unusable session record not moved", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
+		return err
+	}
+	s.inlineMark = false
+	return nil
+}
+
 // sweepInline moves the entries of every marked session record of this
 // installation to inbox records, and deletes the marks (see above). It runs
 // when the installation starts, before any of its sessions; a record whose
-// session has a commit that may still land is left to that session.
+// session has a commit that may still land is left to that session. What a
+// commit could not move for sure (it failed, or answered late) is
+// delivered at once: redeliver's scan of the inbox would not see it.
 func (in *installation) sweepInline() {
 	type marked struct{ mark, session []byte }
 	var all []marked
@@ -247,15 +319,33 @@ func (in *installation) sweepInline() {
 		in.deps.log.Warn("inline marks not read", "installation", in.id, "err", err)
 		return
 	}
-	var writes []persistence.Write
+	var (
+		writes         []persistence.Write
+		sessions       [][]byte
+		kept, liveRecs []*messages.InboxRecord
+	)
 	flush := func() {
 		if len(writes) == 0 {
 			return
 		}
-		if err := in.deps.commit(writes); err != nil {
+		err := in.deps.commit(writes)
+		var l *lateCommitError
+		switch {
+		case err == nil:
+			in.deps.movedInline(in.id, kept, liveRecs)
+		case errors.As(err, &l):
+			// Its sessions wait for the outcome before they read their
+			// records; the messages are in one place or the other.
+			in.deps.lates.add(l.late, sessions...)
+			in.deps.movedInline(in.id, kept, liveRecs)
+			in.deliverAll(liveRecs)
+		default:
+			// Still in their marked records: their sessions keep them.
 			in.deps.log.Warn("received messages kept in session records not moved", "installation", in.id, "err", err)
+			in.deps.inline.add(in.id, liveRecs...)
+			in.deliverAll(liveRecs)
 		}
-		writes = nil
+		writes, sessions, kept, liveRecs = nil, nil, nil, nil
 	}
 	for _, m := range all {
 		if in.deps.lates.pending(m.session) != nil {
@@ -272,7 +362,8 @@ func (in *installation) sweepInline() {
 			// Reported when its session loads it; its entries stay marked.
 			continue
 		}
-		for _, ib := range rec.Inbox {
+		live := in.deps.inline.live(in.id, rec.Inbox)
+		for _, ib := range live {
 			v, err := proto.Marshal(ib)
 			if err != nil {
 				continue
@@ -280,11 +371,19 @@ func (in *installation) sweepInline() {
 			writes = append(writes, persistence.Write{Key: persistence.InboxKey(in.id, ib.Id), Value: v})
 		}
 		writes = append(writes, persistence.Write{Key: m.mark, Delete: true})
+		sessions = append(sessions, m.session)
+		kept, liveRecs = append(kept, rec.Inbox...), append(liveRecs, live...)
 		if len(writes) >= in.deps.cfg.MaxBatchWrites/4 {
 			flush()
 		}
 	}
 	flush()
+}
+
+func (in *installation) deliverAll(recs []*messages.InboxRecord) {
+	for _, ib := range recs {
+		in.deliver(ib)
+	}
 }
 
 // keptInline counts the messages kept in marked session records and not

@@ -286,3 +286,49 @@ func durableMessage(t *testing.T, store persistence.Store, local string, id []by
 	}
 	return found, err
 }
+
+// A marked record whose state cannot be used (the session starts empty,
+// and its next record would drop what it keeps): the session moves the
+// messages to inbox records first. The first attempt's commit fails: the
+// session stays unloaded and moves them at its next request.
+func TestInlineInboxRescuedFromUnusableRecord(t *testing.T) {
+	f := newSessionFixture(t, "rescue")
+	rec := f.stored(t)
+	rec.State.RootKey = []byte{1, 2, 3} // not 32 bytes: StateFromSnapshot refuses it
+	kept := []*messages.InboxRecord{{Id: []byte("e1"), Payload: []byte("keep me")}, {Id: []byte("e2"), Payload: []byte("me too")}}
+	rec.Inbox = kept
+	raw, err := proto.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.mem.Commit([]persistence.Write{
+		{Key: f.storeKey, Value: raw},
+		{Key: persistence.InlineMarkKey(f.local, f.storeKey), Value: f.storeKey},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sys, session, fake := f.spawn(t, f.mem)
+	waitFor(t, "the first, failed, commit", func() bool { return fake.requests() == 1 })
+	for _, ib := range kept {
+		if _, err := f.mem.Get(persistence.InboxKey(f.local, ib.Id)); err == nil {
+			t.Fatalf("%s moved by a failed commit", ib.Id)
+		}
+	}
+	res, err := sys.Root.RequestFuture(session, &messages.DecryptRequest{PeerInstallationId: f.peerInstallation}, 5*time.Second).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := res.(*messages.DecryptResponse); r == nil || r.Error == messages.ErrorCode_STORE {
+		t.Fatalf("after the rescue: %v, want the session loaded (empty)", res)
+	}
+	for _, ib := range kept {
+		got, err := f.mem.Get(persistence.InboxKey(f.local, ib.Id))
+		var stored messages.InboxRecord
+		if err != nil || proto.Unmarshal(got, &stored) != nil || string(stored.Payload) != string(ib.Payload) {
+			t.Fatalf("%s not in the inbox: %v", ib.Id, err)
+		}
+	}
+	if _, err := f.mem.Get(persistence.InlineMarkKey(f.local, f.storeKey)); err == nil {
+		t.Fatal("the mark is still there")
+	}
+}

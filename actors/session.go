@@ -62,6 +62,9 @@ type peerSession struct {
 	// inlineMark: the store holds (or the open batch writes) this
 	// session's inline mark: the entries of its record count (inline.go).
 	inlineMark bool
+	// dropping: acknowledged entries the record writes not yet committed
+	// leave out; their notes go once one of those writes is durable.
+	dropping []*messages.InboxRecord
 
 	// Sending-chain reservations (Config.SendReserve). covered is the one
 	// the store holds: the record last committed or loaded stores that
@@ -299,6 +302,11 @@ func (s *peerSession) commit(ws []persistence.Write) error {
 	if errors.As(err, &l) {
 		s.late, s.unloaded = s.deps.lates.add(l.late, s.storeKey), true
 	}
+	if err == nil && len(s.dropping) > 0 {
+		s.deps.inline.forget(s.local, s.dropping)
+	}
+	// Failed or late: the stored record may still hold them, acknowledged.
+	s.dropping = nil
 	return err
 }
 
@@ -336,7 +344,7 @@ var errCorruptRecord = errors.New("corrupt session record")
 // sender offers the message again) and tries again at the next request,
 // rather than forgetting a state that is still on disk.
 func (s *peerSession) reload() error {
-	s.rec, s.sess, s.inlineMark = nil, nil, false
+	s.rec, s.sess, s.inlineMark, s.dropping = nil, nil, false, nil
 	s.covered, s.reserving = reservation{}, reservation{}
 	s.used.n = 0
 	if s.late != nil {
@@ -391,6 +399,9 @@ func (s *peerSession) load() error {
 		return err
 	}
 	if err := s.use(&rec, snaps); err != nil {
+		if err := s.rescueInline(rec.Inbox); err != nil {
+			return err // not readable now: tried again
+		}
 		return fmt.Errorf("%w: %v", errCorruptRecord, err)
 	}
 	return nil
