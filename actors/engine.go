@@ -306,8 +306,9 @@ func (d *deps) newMailbox() actor.Mailbox {
 // Engine owns the actor system and routes transport deliveries to the
 // Installations it hosts.
 type Engine struct {
-	deps   *deps
-	system *actor.ActorSystem
+	deps    *deps
+	system  *actor.ActorSystem
+	replies *replySlots // Request's and gateway's reply addresses
 
 	mu            sync.RWMutex
 	installations map[string]*hosted
@@ -346,7 +347,7 @@ func NewEngine(cfg Config, store persistence.Store, tr transport.Transport, deli
 	d.peerMarks = peerMarksKept(store, cfg.Logger)
 	d.committer = sys.Root.Spawn(d.props(func() actor.Actor { return &committer{deps: d} }))
 	d.watch = newTopicWatch(sys.Root)
-	return &Engine{deps: d, system: sys, installations: make(map[string]*hosted), unwatch: d.watch.start(tr)}
+	return &Engine{deps: d, system: sys, replies: &replySlots{sys: sys}, installations: make(map[string]*hosted), unwatch: d.watch.start(tr)}
 }
 
 // CreateInstallation creates a new hosted device. identity nil generates a
@@ -518,17 +519,18 @@ func (e *Engine) gateway(pid *actor.PID) transport.Handler {
 			e.mu.RUnlock()
 			return ErrClosed // not taken: the sender keeps it
 		}
-		f := e.system.Root.RequestFuture(pid, env, e.deps.cfg.RequestTimeout)
+		slot := e.replies.get()
+		e.system.Root.RequestWithCustomSender(pid, env, slot.pid)
 		e.mu.RUnlock()
 		if d.Taken != nil {
-			// In the installation's mailbox (RequestFuture queues it
-			// before it returns): the subscription's next delivery queues
-			// behind it, so what arrives on one topic is received in
-			// order. (An installation listens on two topics; a peer that
-			// moves from one to the other can still be overtaken.)
+			// In the installation's mailbox (the send queues it before it
+			// returns): the subscription's next delivery queues behind
+			// it, so what arrives on one topic is received in order. (An
+			// installation listens on two topics; a peer that moves from
+			// one to the other can still be overtaken.)
 			d.Taken()
 		}
-		res, err := f.Result()
+		res, err := e.replies.wait(slot, e.deps.cfg.RequestTimeout)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrTimeout, err)
 		}
@@ -585,7 +587,7 @@ func (e *Engine) Request(installationID string, msg any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := e.system.Root.RequestFuture(h.pid, msg, e.deps.cfg.RequestTimeout).Result()
+	res, err := e.replies.request(h.pid, msg, e.deps.cfg.RequestTimeout)
 	if errors.Is(err, actor.ErrTimeout) {
 		return nil, ErrTimeout
 	}
