@@ -26,6 +26,9 @@ type committer struct {
 	deps      *deps
 	pending   []pendingCommit
 	scheduled bool
+	// writes is the pending requests' writes; last the number of requests
+	// the last group commit held (CommitDelay).
+	writes, last int
 }
 
 type pendingCommit struct {
@@ -89,13 +92,25 @@ func (c *committer) Receive(ctx actor.Context) {
 	}
 }
 
-// add queues a request; the first of a batch sends the Flush note.
+// add queues a request; the first of a batch sends the Flush note, at
+// once or, when the last group commit was large, CommitDelay later. A
+// batch that holds MaxBatchWrites is written without waiting.
 func (c *committer) add(ctx actor.Context, p pendingCommit) {
 	c.pending = append(c.pending, p)
-	if !c.scheduled {
-		c.scheduled = true
-		ctx.Send(ctx.Self(), &messages.Flush{})
+	c.writes += len(p.writes)
+	if c.scheduled {
+		if c.writes >= c.deps.cfg.MaxBatchWrites {
+			ctx.Send(ctx.Self(), &messages.Flush{})
+		}
+		return
 	}
+	c.scheduled = true
+	if d := c.deps.cfg.CommitDelay; d > 0 && c.last >= c.deps.cfg.CommitDelayMinBatch && c.writes < c.deps.cfg.MaxBatchWrites {
+		root, self := ctx.ActorSystem().Root, ctx.Self()
+		time.AfterFunc(d, func() { root.Send(self, &messages.Flush{}) })
+		return
+	}
+	ctx.Send(ctx.Self(), &messages.Flush{})
 }
 
 func (c *committer) fits(n int, size int64) bool {
@@ -121,6 +136,7 @@ func (c *committer) flush(ctx actor.Context) {
 			n++
 		}
 		batch := c.pending[:n]
+		c.last = n
 		all := make([]persistence.Write, 0, writes)
 		for _, p := range batch {
 			all = append(all, p.writes...)
@@ -161,7 +177,7 @@ func (c *committer) flush(ctx actor.Context) {
 		clear(c.pending[:n])
 		c.pending = c.pending[n:]
 	}
-	c.pending = nil
+	c.pending, c.writes = nil, 0
 }
 
 // commit calls the store; a store that panics fails the batch, and its

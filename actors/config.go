@@ -44,6 +44,13 @@ const (
 	// peer whose message we could not use (partitioned device, failed
 	// decrypt): Status's deviceNotFoundAckInterval, 7200 s (§10.3).
 	DefaultBundleAdvertInterval = 2 * time.Hour
+	// DefaultCommitDelay and DefaultCommitDelayMinBatch (ratchetd's own,
+	// after PostgreSQL's commit_delay and commit_siblings): a group commit
+	// after one of 8 requests or more waits 1 ms for company. Measured in
+	// durable pingpong: 31 messages per fsync instead of 12, about 8 % less
+	// CPU per message, a lower p99, the same p50.
+	DefaultCommitDelay         = time.Millisecond
+	DefaultCommitDelayMinBatch = 8
 	// DefaultInlineInboxBytes: a session keeps up to 4 KiB of received,
 	// unacknowledged plaintexts in its own record (ratchetd's own).
 	DefaultInlineInboxBytes = 4 << 10
@@ -97,6 +104,14 @@ type Config struct {
 	CommitTimeout time.Duration
 	// MaxBatchWrites bounds one group commit (DefaultMaxBatchWrites).
 	MaxBatchWrites int
+	// CommitDelay: when the last group commit held at least
+	// CommitDelayMinBatch requests (the store is busy), the next one is
+	// written this long after its first request, so that it gathers more
+	// (DefaultCommitDelay; negative: never). A group commit costs one
+	// fsync whatever it holds. Under light load nothing waits.
+	CommitDelay time.Duration
+	// CommitDelayMinBatch: see CommitDelay (DefaultCommitDelayMinBatch).
+	CommitDelayMinBatch int
 	// SessionIdleTimeout passivates a PeerSession (and a SessionSupervisor
 	// with no running session) idle that long: it is stopped, and the next
 	// message reloads it from the store. Negative: never.
@@ -212,6 +227,14 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBatchWrites <= 0 {
 		c.MaxBatchWrites = DefaultMaxBatchWrites
+	}
+	if c.CommitDelay == 0 {
+		c.CommitDelay = DefaultCommitDelay
+	} else if c.CommitDelay < 0 {
+		c.CommitDelay = 0
+	}
+	if c.CommitDelayMinBatch <= 0 {
+		c.CommitDelayMinBatch = DefaultCommitDelayMinBatch
 	}
 	if c.SessionIdleTimeout == 0 {
 		c.SessionIdleTimeout = DefaultSessionIdleTimeout
