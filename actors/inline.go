@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -203,6 +204,10 @@ func (s *peerSession) loadedInline(rec *messages.SessionRecord) error {
 		s.inlineMark = true
 		s.deps.inline.add(s.local, rec.Inbox...)
 	case errors.Is(err, persistence.ErrNotFound):
+		// Moved by the installation; notes left from before (a move that
+		// answered late) go, and an acknowledgement they took deletes the
+		// inbox record.
+		s.deps.movedInline(s.local, rec.Inbox, rec.Inbox)
 		rec.Inbox = nil
 	default:
 		return err
@@ -238,16 +243,15 @@ func (s *peerSession) sweepInline() {
 		writes = append(writes, w, persistence.Write{Key: persistence.InlineMarkKey(s.local, s.storeKey), Delete: true})
 		err = s.commit(writes)
 	}
-	if err != nil && !isLate(err) {
+	if err != nil {
+		if isLate(err) {
+			s.deps.settleInline(s.late, s.local, inlineMove{persistence.InlineMarkKey(s.local, s.storeKey), kept, live})
+		}
 		s.deps.log.Warn("received messages kept in a session record not moved", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
 		return
 	}
-	// Moved (or, answered late, perhaps moved): an acknowledgement from now
-	// on deletes the inbox record.
+	// Moved: an acknowledgement from now on deletes the inbox record.
 	s.deps.movedInline(s.local, kept, live)
-	if err != nil {
-		return
-	}
 	s.keep(rec)
 	s.inlineMark = false
 	s.covered = exactly(st)
@@ -264,6 +268,32 @@ func (d *deps) movedInline(local string, kept, live []*messages.InboxRecord) {
 			d.commitLater([]persistence.Write{{Key: persistence.InboxKey(local, ib.Id), Delete: true}})
 		}
 	}
+}
+
+// inlineMove is what a commit moves out of one marked record: the entries
+// kept, of which live (not acknowledged) become inbox records.
+type inlineMove struct {
+	mark       []byte
+	kept, live []*messages.InboxRecord
+}
+
+// settleInline waits for the outcome of a commit that was to move kept
+// entries and answered late: where the store no longer holds the mark they
+// moved (movedInline); where it does, the commit was refused and they are
+// still kept, with their notes as they are.
+func (d *deps) settleInline(late *lateCommit, local string, moves ...inlineMove) {
+	if late == nil {
+		return
+	}
+	go func() {
+		for !late.wait(time.Minute) {
+		}
+		for _, m := range moves {
+			if _, err := d.store.Get(m.mark); errors.Is(err, persistence.ErrNotFound) {
+				d.movedInline(local, m.kept, m.live)
+			}
+		}
+	}()
 }
 
 // isLate reports a commit that did not answer in CommitTimeout.
@@ -291,8 +321,11 @@ func (s *peerSession) rescueInline(kept []*messages.InboxRecord) error {
 	}
 	writes = append(writes, persistence.Write{Key: persistence.InlineMarkKey(s.local, s.storeKey), Delete: true})
 	err := s.commit(writes)
-	if err == nil || isLate(err) {
+	switch {
+	case err == nil:
 		s.deps.movedInline(s.local, kept, live)
+	case isLate(err):
+		s.deps.settleInline(s.late, s.local, inlineMove{persistence.InlineMarkKey(s.local, s.storeKey), kept, live})
 	}
 	if err != nil {
 		s.deps.log.Warn("received messages kept in an unusable session record not moved", "key", fmt.Sprintf("%x", s.storeKey), "err", err)
@@ -320,32 +353,38 @@ func (in *installation) sweepInline() {
 		return
 	}
 	var (
-		writes         []persistence.Write
-		sessions       [][]byte
-		kept, liveRecs []*messages.InboxRecord
+		writes   []persistence.Write
+		sessions [][]byte
+		moves    []inlineMove
 	)
 	flush := func() {
 		if len(writes) == 0 {
 			return
 		}
+		var kept, live []*messages.InboxRecord
+		for _, m := range moves {
+			kept, live = append(kept, m.kept...), append(live, m.live...)
+		}
 		err := in.deps.commit(writes)
 		var l *lateCommitError
 		switch {
 		case err == nil:
-			in.deps.movedInline(in.id, kept, liveRecs)
+			in.deps.movedInline(in.id, kept, live)
 		case errors.As(err, &l):
 			// Its sessions wait for the outcome before they read their
-			// records; the messages are in one place or the other.
-			in.deps.lates.add(l.late, sessions...)
-			in.deps.movedInline(in.id, kept, liveRecs)
-			in.deliverAll(liveRecs)
+			// records; the messages are in one place or the other, and
+			// noted until it is known which.
+			late := in.deps.lates.add(l.late, sessions...)
+			in.deps.inline.add(in.id, live...)
+			in.deps.settleInline(late, in.id, moves...)
+			in.deliverAll(live)
 		default:
 			// Still in their marked records: their sessions keep them.
 			in.deps.log.Warn("received messages kept in session records not moved", "installation", in.id, "err", err)
-			in.deps.inline.add(in.id, liveRecs...)
-			in.deliverAll(liveRecs)
+			in.deps.inline.add(in.id, live...)
+			in.deliverAll(live)
 		}
-		writes, sessions, kept, liveRecs = nil, nil, nil, nil
+		writes, sessions, moves = nil, nil, nil
 	}
 	for _, m := range all {
 		if in.deps.lates.pending(m.session) != nil {
@@ -372,7 +411,7 @@ func (in *installation) sweepInline() {
 		}
 		writes = append(writes, persistence.Write{Key: m.mark, Delete: true})
 		sessions = append(sessions, m.session)
-		kept, liveRecs = append(kept, rec.Inbox...), append(liveRecs, live...)
+		moves = append(moves, inlineMove{m.mark, rec.Inbox, live})
 		if len(writes) >= in.deps.cfg.MaxBatchWrites/4 {
 			flush()
 		}

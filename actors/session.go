@@ -169,6 +169,11 @@ func (s *peerSession) receive(ctx actor.Context) {
 		if s.staleWanted && !s.ready(ctx) {
 			s.deps.log.Warn("session stops before its stale mark could be made", "key", fmt.Sprintf("%x", s.storeKey))
 		}
+		if s.unloaded && s.late == nil {
+			// A late commit that has landed: the state is read again, so
+			// that the sweep writes the acknowledgements noted meanwhile.
+			s.reload()
+		}
 		s.sweepInline()
 		s.rewind() // last: a stale mark's write reserves again
 	case *messages.EncryptRequest:
@@ -841,6 +846,9 @@ func (s *peerSession) decryptWrites(rec *messages.SessionRecord, r *ratchet.Resu
 		ib := proto.Clone(inbox).(*messages.InboxRecord)
 		ib.Payload = r.Plaintext
 		if s.inlined(rec, ib) {
+			// Kept and written again until acknowledged: not the buffer
+			// the application is given.
+			ib.Payload = bytes.Clone(r.Plaintext)
 			inline = ib
 		} else {
 			v, err := proto.Marshal(ib)
