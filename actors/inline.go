@@ -41,26 +41,32 @@ import (
 
 // inlineInbox is the engine's note of the messages kept in session records
 // that were delivered: acked or not yet. It is shared by the Engine's Ack
-// (any goroutine) and the sessions.
+// (any goroutine) and the sessions. Notes are by installation, then by
+// message id: a lookup by a []byte id converts it without allocating.
 type inlineInbox struct {
 	mu sync.Mutex
-	m  map[inlineID]bool // true: acknowledged
+	m  map[string]map[string]bool // local → id → acknowledged
 }
-
-type inlineID struct{ local, id string }
 
 // add notes delivered entries of a session record as not acknowledged (one
 // noted already keeps what it has).
 func (x *inlineInbox) add(local string, recs ...*messages.InboxRecord) {
+	if len(recs) == 0 {
+		return
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.m == nil {
-		x.m = make(map[inlineID]bool)
+		x.m = make(map[string]map[string]bool)
+	}
+	notes := x.m[local]
+	if notes == nil {
+		notes = make(map[string]bool)
+		x.m[local] = notes
 	}
 	for _, r := range recs {
-		k := inlineID{local, string(r.Id)}
-		if _, ok := x.m[k]; !ok {
-			x.m[k] = false
+		if _, ok := notes[string(r.Id)]; !ok {
+			notes[string(r.Id)] = false
 		}
 	}
 }
@@ -70,11 +76,11 @@ func (x *inlineInbox) add(local string, recs ...*messages.InboxRecord) {
 func (x *inlineInbox) ack(local string, id []byte) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	k := inlineID{local, string(id)}
-	if _, ok := x.m[k]; !ok {
+	notes := x.m[local]
+	if _, ok := notes[string(id)]; !ok {
 		return false
 	}
-	x.m[k] = true
+	notes[string(id)] = true
 	return true
 }
 
@@ -89,9 +95,10 @@ func (x *inlineInbox) keep(local string, recs []*messages.InboxRecord, dropped *
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	notes := x.m[local]
 	out := recs[:0]
 	for _, r := range recs {
-		if x.m[inlineID{local, string(r.Id)}] {
+		if notes[string(r.Id)] {
 			*dropped = append(*dropped, r)
 			continue
 		}
@@ -106,9 +113,10 @@ func (x *inlineInbox) keep(local string, recs []*messages.InboxRecord, dropped *
 func (x *inlineInbox) live(local string, recs []*messages.InboxRecord) []*messages.InboxRecord {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	notes := x.m[local]
 	var out []*messages.InboxRecord
 	for _, r := range recs {
-		if !x.m[inlineID{local, string(r.Id)}] {
+		if !notes[string(r.Id)] {
 			out = append(out, r)
 		}
 	}
@@ -117,28 +125,30 @@ func (x *inlineInbox) live(local string, recs []*messages.InboxRecord) []*messag
 
 // forget drops the notes of entries no stored record counts any more (or
 // that may be moved: a commit that answered late); it returns the ids of
-// those acknowledged by then.
-func (x *inlineInbox) forget(local string, recs []*messages.InboxRecord) (acked map[string]bool) {
+// those acknowledged by then if asked.
+func (x *inlineInbox) forget(local string, recs []*messages.InboxRecord, acked map[string]bool) {
+	if len(recs) == 0 {
+		return
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for _, r := range recs {
-		k := inlineID{local, string(r.Id)}
-		if x.m[k] {
-			if acked == nil {
-				acked = make(map[string]bool)
-			}
-			acked[k.id] = true
-		}
-		delete(x.m, k)
+	notes := x.m[local]
+	if notes == nil {
+		return
 	}
-	return acked
+	for _, r := range recs {
+		if acked != nil && notes[string(r.Id)] {
+			acked[string(r.Id)] = true
+		}
+		delete(notes, string(r.Id))
+	}
 }
 
 // pending reports whether a kept entry still counts (not acknowledged).
 func (x *inlineInbox) pending(local string, id []byte) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return !x.m[inlineID{local, string(id)}]
+	return !x.m[local][string(id)]
 }
 
 // inlineEntryCost is what an entry counts against InlineInboxBytes besides
@@ -262,7 +272,11 @@ func (s *peerSession) sweepInline() {
 // kept); one acknowledged since they were read gets its inbox record
 // deleted.
 func (d *deps) movedInline(local string, kept, live []*messages.InboxRecord) {
-	acked := d.inline.forget(local, kept)
+	if len(kept) == 0 {
+		return
+	}
+	acked := make(map[string]bool)
+	d.inline.forget(local, kept, acked)
 	for _, ib := range live {
 		if acked[string(ib.Id)] {
 			d.commitLater([]persistence.Write{{Key: persistence.InboxKey(local, ib.Id), Delete: true}})

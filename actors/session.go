@@ -303,12 +303,14 @@ func (s *peerSession) ready(ctx actor.Context) bool {
 // leaves the session unloaded until it has (late).
 func (s *peerSession) commit(ws []persistence.Write) error {
 	err := s.deps.commit(ws)
-	var l *lateCommitError
-	if errors.As(err, &l) {
-		s.late, s.unloaded = s.deps.lates.add(l.late, s.storeKey), true
+	if err != nil {
+		var l *lateCommitError // its address escapes: only on a failure
+		if errors.As(err, &l) {
+			s.late, s.unloaded = s.deps.lates.add(l.late, s.storeKey), true
+		}
 	}
 	if err == nil && len(s.dropping) > 0 {
-		s.deps.inline.forget(s.local, s.dropping)
+		s.deps.inline.forget(s.local, s.dropping, nil)
 	}
 	// Failed or late: the stored record may still hold them, acknowledged.
 	s.dropping = nil

@@ -8,7 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/big"
+	"strconv"
 
 	"github.com/ratchetd/ratchetd/crypto/keys"
 	"github.com/ratchetd/ratchetd/messages"
@@ -192,9 +192,14 @@ const PartitionedTopicCount = 5000
 // PartitionedTopic is the topic on which an identity receives 1:1 messages
 // before a shared secret is negotiated: "contact-discovery-" + (X mod 5000),
 // X being the public key's x-coordinate (status-compat.md §12).
+// It is named for every message sent: X mod 5000 is taken a byte at a time
+// (X is public), not with math/big and fmt (five allocations).
 func PartitionedTopic(identity keys.PublicKey) string {
-	x := new(big.Int).SetBytes(identity[1:])
-	return fmt.Sprintf("contact-discovery-%d", new(big.Int).Mod(x, big.NewInt(PartitionedTopicCount)).Int64())
+	var r uint32
+	for _, b := range identity[1:] {
+		r = (r<<8 | uint32(b)) % PartitionedTopicCount
+	}
+	return "contact-discovery-" + strconv.FormatUint(uint64(r), 10)
 }
 
 // PublicTopic is the topic of a public chat by name.
