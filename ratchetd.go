@@ -92,9 +92,10 @@ type Options struct {
 	// per message).
 	InlineInboxBytes int
 	// CommitDelay: while the store is busy (the last group commit held 8
-	// requests or more), a group commit waits this long after its first
-	// request for others to join it: fewer fsyncs under load (1 ms;
-	// negative: never).
+	// requests or more) and the cores have other work, a group commit
+	// waits up to this long after its first request for others to join
+	// it: fewer fsyncs under load. The wait shrinks to nothing when it
+	// would leave the cores idle (1 ms; negative: never).
 	CommitDelay time.Duration
 	// Clock is the engine's time source (time.Now).
 	Clock func() time.Time

@@ -152,6 +152,7 @@ terminal. Exit status 1 when a message was lost or failed.`,
 	f.IntVar(&cfg.Payload, "payload", 200, fmt.Sprintf("payload bytes per message (at least %d)", loadgen.MinPayload))
 	f.BoolVar(&cfg.Durable, "durable", true, "keep the state in Badger (--dir or a temporary directory); false: the in-memory store")
 	f.BoolVar(&cfg.NoSync, "no-sync", false, "with --durable: Badger's SyncWrites off (safe against a process crash, not a power loss), to measure what fsync costs")
+	f.DurationVar(&cfg.CommitDelay, "commit-delay", 0, "while the store is busy, how long a group commit waits for company (0: the engine's default, 1ms; negative: never)")
 	f.StringVar(&cfg.Dir, "dir", "", "Badger directory of a durable run, new or empty (default: a temporary one, removed)")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "seed of the payload bytes and of the choice of active conversations")
 	f.DurationVar(&cfg.Ceiling, "ceiling", 2*time.Second, "how long to measure the crypto-only ceiling, half just before the measured phase and half after it (0: skip)")

@@ -76,7 +76,10 @@ type Config struct {
 	// survives a process crash (kill -9) but not a power loss. It measures
 	// what the fsync of each group commit costs.
 	NoSync bool
-	Dir    string
+	// CommitDelay is the engine's Options.CommitDelay (0: its default,
+	// negative: off).
+	CommitDelay time.Duration
+	Dir         string
 	// Seed fixes the payload bytes and the choice of active conversations;
 	// keys always come from crypto/rand.
 	Seed uint64

@@ -160,6 +160,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		opts.Dir = dir
 		opts.NoSync = cfg.NoSync
 	}
+	opts.CommitDelay = cfg.CommitDelay
 	eng, err := ratchetd.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("loadgen: open engine: %w", err)
