@@ -168,14 +168,24 @@ func inlineBytes(recs ...*messages.InboxRecord) int {
 // inlined adds a decrypted message to the record being written, if the
 // session's bound allows it (reporting whether it did). The entries of rec
 // the application acknowledged meanwhile are left out first.
+//
+// The first message a session decrypts after it loads is not kept: a
+// session that receives one message and goes idle (a first contact, a
+// one-off notice) would write its record once more when it stops, to
+// leave it out, and keep it in memory until then; an inbox record costs
+// it less. A conversation keeps from its second message on.
 func (s *peerSession) inlined(rec *messages.SessionRecord, ib *messages.InboxRecord) bool {
 	rec.Inbox = s.deps.inline.keep(s.local, rec.Inbox, &s.dropping)
-	if inlineBytes(ib)+inlineBytes(rec.Inbox...) > s.deps.cfg.InlineInboxBytes {
+	if (s.received == 0 && !inlineFirstMessage) || inlineBytes(ib)+inlineBytes(rec.Inbox...) > s.deps.cfg.InlineInboxBytes {
 		return false
 	}
 	rec.Inbox = append(rec.Inbox, ib)
 	return true
 }
+
+// inlineFirstMessage keeps the first message after a load too (tests of
+// the kept messages' paths).
+var inlineFirstMessage = false
 
 // marking adds to a commit of rec the write that keeps the inline mark in
 // step with it (none when it already is); marked is the mark's state once

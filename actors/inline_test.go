@@ -19,10 +19,16 @@ type inlineRig struct {
 	t *testing.T
 }
 
+// Its sessions keep every message they decrypt, the first after a load
+// too (inlineFirstMessage), so that a test's first message is kept.
 func newInlineRig(t *testing.T, cfg Config) *inlineRig {
 	t.Helper()
+	inlineFirstMessage = true
 	r := &inlineRig{crashPair: newCrashPair(t, cfg), t: t}
-	t.Cleanup(r.close)
+	t.Cleanup(func() {
+		r.close()
+		inlineFirstMessage = false
+	})
 	return r
 }
 
@@ -330,5 +336,28 @@ func TestInlineInboxRescuedFromUnusableRecord(t *testing.T) {
 	}
 	if _, err := f.mem.Get(persistence.InlineMarkKey(f.local, f.storeKey)); err == nil {
 		t.Fatal("the mark is still there")
+	}
+}
+
+// The first message a session decrypts after it loads gets an inbox record
+// (a session that receives one message and stops would write its record
+// again to leave it out); the next ones are kept.
+func TestInlineInboxFromSecondMessage(t *testing.T) {
+	r := &inlineRig{crashPair: newCrashPair(t, Config{}), t: t}
+	t.Cleanup(r.close)
+	r.send("m1", "m2")
+	got := r.received(0, 2)
+	rec, inbox, marks := r.stored()
+	if !slices.Equal(inlinePayloads(rec), []string{"m2"}) || inbox != 1 || marks != 1 {
+		t.Fatalf("kept %q, %d inbox records, %d marks; want m2 kept, m1 in the inbox, 1 mark", inlinePayloads(rec), inbox, marks)
+	}
+	r.ack(got...)
+	// After a restart the session loads again: its first message is not
+	// kept.
+	r.restart()
+	r.send("m3", "m4")
+	r.received(2, 2)
+	if rec, inbox, _ := r.stored(); !slices.Equal(inlinePayloads(rec), []string{"m4"}) || inbox != 1 {
+		t.Fatalf("after a restart: kept %q, %d inbox records; want m4 kept, m3 in the inbox", inlinePayloads(rec), inbox)
 	}
 }

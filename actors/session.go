@@ -65,6 +65,9 @@ type peerSession struct {
 	// dropping: acknowledged entries the record writes not yet committed
 	// leave out; their notes go once one of those writes is durable.
 	dropping []*messages.InboxRecord
+	// received counts the messages decrypted since the state was loaded
+	// (inlined).
+	received int
 
 	// Sending-chain reservations (Config.SendReserve). covered is the one
 	// the store holds: the record last committed or loaded stores that
@@ -351,7 +354,7 @@ var errCorruptRecord = errors.New("corrupt session record")
 // sender offers the message again) and tries again at the next request,
 // rather than forgetting a state that is still on disk.
 func (s *peerSession) reload() error {
-	s.rec, s.sess, s.inlineMark, s.dropping = nil, nil, false, nil
+	s.rec, s.sess, s.inlineMark, s.dropping, s.received = nil, nil, false, nil, 0
 	s.covered, s.reserving = reservation{}, reservation{}
 	s.used.n = 0
 	if s.late != nil {
@@ -629,6 +632,7 @@ func (s *peerSession) decrypt(ctx actor.Context, m *messages.DecryptRequest) *me
 	s.heldNotify = s.heldNotify || confirmed != s.rec.Confirmed
 	s.keep(rec)
 	s.inlineMark = marked // a failed commit reloads
+	s.received++
 	if inline != nil {
 		s.heldInline = append(s.heldInline, inline)
 	}
@@ -696,6 +700,7 @@ func (s *peerSession) decryptFresh(ctx actor.Context, m *messages.DecryptRequest
 	}
 	s.keep(rec)
 	s.inlineMark = marked
+	s.received++
 	if inline != nil {
 		s.deps.inline.add(s.local, inline)
 	}
