@@ -33,6 +33,12 @@ import (
 //     moves the entries of every marked record to inbox records and deletes
 //     the marks (sweepInline); a session that loads a record with entries
 //     and no mark drops them, they were moved.
+//   - A session keeps messages from the second it decrypts since it loaded
+//     (inlined): one that receives a single message would write its record
+//     again only to leave it out.
+//   - A move whose commit answers late keeps its notes until the outcome is
+//     known (settleInline); the sessions of its records wait for it
+//     (deps.lates).
 //
 // A crash therefore delivers again what the application acknowledged since
 // its session last wrote its record (as a lost inbox delete did before), and
