@@ -65,16 +65,16 @@ func (p *commitPace) adjust(now time.Time, max time.Duration, cores int) {
 		p.delay = 0
 		return
 	}
+	wall := now.Sub(p.at)
+	if !p.at.IsZero() && wall < commitPaceWindow {
+		return // no system call per commit: one per window
+	}
 	cpu, ok := paceCPU()
 	if !ok {
 		return
 	}
 	if p.at.IsZero() {
 		p.at, p.cpu = now, cpu
-		return
-	}
-	wall := now.Sub(p.at)
-	if wall < commitPaceWindow {
 		return
 	}
 	share := float64(cpu-p.cpu) / (float64(wall) * float64(cores))
@@ -158,8 +158,8 @@ func (c *committer) add(ctx actor.Context, p pendingCommit) {
 	c.pending = append(c.pending, p)
 	c.writes += len(p.writes)
 	if c.scheduled {
-		if c.writes >= c.deps.cfg.MaxBatchWrites {
-			ctx.Send(ctx.Self(), &messages.Flush{})
+		if max := c.deps.cfg.MaxBatchWrites; c.writes >= max && c.writes-len(p.writes) < max {
+			ctx.Send(ctx.Self(), &messages.Flush{}) // once, as it fills
 		}
 		return
 	}

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"sync"
@@ -372,12 +373,7 @@ func (s *peerSession) rescueInline(kept []*messages.InboxRecord) error {
 // commit could not move for sure (it failed, or answered late) is
 // delivered at once: redeliver's scan of the inbox would not see it.
 func (in *installation) sweepInline() {
-	type marked struct{ mark, session []byte }
-	var all []marked
-	err := in.deps.store.Scan(persistence.InlineMarkPrefix(in.id), func(k, v []byte) error {
-		all = append(all, marked{append([]byte(nil), k...), append([]byte(nil), v...)})
-		return nil
-	})
+	all, err := in.deps.inlineMarks(persistence.InlineMarkPrefix(in.id))
 	if err != nil {
 		in.deps.log.Warn("inline marks not read", "installation", in.id, "err", err)
 		return
@@ -458,31 +454,22 @@ func (in *installation) deliverAll(recs []*messages.InboxRecord) {
 // keptInline counts the messages kept in marked session records and not
 // acknowledged (Engine.Pending).
 func (d *deps) keptInline() (int, error) {
-	type marked struct {
-		local   string
-		session []byte
+	all, err := d.inlineMarks(persistence.AllInlineMarkPrefix())
+	if err != nil {
+		return 0, err
 	}
-	var all []marked
-	err := d.store.Scan(persistence.AllInlineMarkPrefix(), func(k, v []byte) error {
-		if local, ok := persistence.InlineMarkLocal(k); ok {
-			all = append(all, marked{local, append([]byte(nil), v...)})
-		}
-		return nil
-	})
 	n := 0
 	for _, m := range all {
-		if err != nil {
-			break
-		}
-		var raw []byte
-		raw, err = d.store.Get(m.session)
+		raw, err := d.store.Get(m.session)
 		if errors.Is(err, persistence.ErrNotFound) {
-			err = nil
 			continue
+		}
+		if err != nil {
+			return 0, err
 		}
 		var rec messages.SessionRecord
-		if err != nil || proto.Unmarshal(raw, &rec) != nil {
-			continue
+		if proto.Unmarshal(raw, &rec) != nil {
+			continue // reported when its session loads it
 		}
 		for _, ib := range rec.Inbox {
 			if d.inline.pending(m.local, ib.Id) {
@@ -490,5 +477,25 @@ func (d *deps) keptInline() (int, error) {
 			}
 		}
 	}
-	return n, err
+	return n, nil
+}
+
+// inlineMark is one stored inline mark: its key, its installation, and
+// the store key of the session record it marks.
+type inlineMark struct {
+	mark, session []byte
+	local         string
+}
+
+// inlineMarks reads the inline marks under prefix (copied: the records
+// they name are read after the scan).
+func (d *deps) inlineMarks(prefix []byte) ([]inlineMark, error) {
+	var all []inlineMark
+	err := d.store.Scan(prefix, func(k, v []byte) error {
+		if local, ok := persistence.InlineMarkLocal(k); ok {
+			all = append(all, inlineMark{bytes.Clone(k), bytes.Clone(v), local})
+		}
+		return nil
+	})
+	return all, err
 }

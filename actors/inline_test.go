@@ -3,6 +3,7 @@ package actors
 import (
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -359,5 +360,43 @@ func TestInlineInboxFromSecondMessage(t *testing.T) {
 	r.received(2, 2)
 	if rec, inbox, _ := r.stored(); !slices.Equal(inlinePayloads(rec), []string{"m4"}) || inbox != 1 {
 		t.Fatalf("after a restart: kept %q, %d inbox records; want m4 kept, m3 in the inbox", inlinePayloads(rec), inbox)
+	}
+}
+
+// The installation's move of kept messages after a crash is refused by the
+// store: the messages are delivered at once all the same, stay in their
+// marked record, and are moved at the next start.
+func TestInlineInboxRefusedMoveDelivers(t *testing.T) {
+	r := newInlineRig(t, Config{})
+	r.send("m1", "m2")
+	r.received(0, 2)
+	img := reviewCrashCopy(t, r.store)
+	r.e.Close()
+	hs := &reviewHookStore{Store: img}
+	var once sync.Once
+	hs.setHook(func(ws []persistence.Write) error {
+		refuse := false
+		if deletesInlineMark(ws) {
+			once.Do(func() { refuse = true })
+		}
+		if refuse {
+			return errReviewRefused
+		}
+		return nil
+	})
+	r.reopen(t, hs)
+	if again := r.received(2, 2); !slices.Equal(sorted(payloads(again)), []string{"m1", "m2"}) {
+		t.Fatalf("after a refused move b got %q, want m1 and m2", payloads(again))
+	}
+	if rec, inbox, marks := r.stored(); len(rec.Inbox) != 2 || inbox != 0 || marks != 1 {
+		t.Fatalf("after a refused move: kept %q, %d inbox records, %d marks; want both kept, none, 1", inlinePayloads(rec), inbox, marks)
+	}
+	// Not acknowledged: the next start moves and delivers them again.
+	r.crash()
+	if again := r.received(4, 2); !slices.Equal(sorted(payloads(again)), []string{"m1", "m2"}) {
+		t.Fatalf("after the next crash b got %q, want m1 and m2", payloads(again))
+	}
+	if _, inbox, marks := r.stored(); inbox != 2 || marks != 0 {
+		t.Fatalf("after the next start: %d inbox records, %d marks; want 2, 0", inbox, marks)
 	}
 }
