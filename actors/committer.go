@@ -267,21 +267,29 @@ func commitRequest(ws []persistence.Write) *messages.CommitRequest {
 // answer (release a ciphertext or a plaintext) before its state is durable,
 // and blocking one session's mailbox leaves every other session running.
 func (d *deps) commit(ws []persistence.Write) error {
-	w := getCommitWait(d.cfg.CommitTimeout)
-	d.root.Send(d.committer, &localCommit{writes: ws, done: w.done})
-	select {
-	case err := <-w.done:
-		putCommitWait(w) // answered: nothing more comes on done
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, errStore):
-			return err
+	done := getCommitDone()
+	d.root.Send(d.committer, &localCommit{writes: ws, done: done})
+	clock := d.commitClock()
+	start, tick := clock.begin()
+	defer clock.end()
+	for {
+		select {
+		case err := <-done:
+			commitDones.Put(done) // answered: nothing more comes on it
+			switch {
+			case err == nil:
+				return nil
+			case errors.Is(err, errStore):
+				return err
+			}
+			return fmt.Errorf("%w: %w", errStore, err)
+		case <-tick:
+			var over bool
+			if over, tick = clock.expired(start); over {
+				// Not reused: the Committer may still answer on done.
+				return &lateCommitError{late: done, after: d.cfg.CommitTimeout}
+			}
 		}
-		return fmt.Errorf("%w: %w", errStore, err)
-	case <-w.timer.C:
-		// Not reused: the Committer may still answer on done.
-		return &lateCommitError{late: w.done, after: d.cfg.CommitTimeout}
 	}
 }
 
@@ -404,37 +412,29 @@ func (l *lateCommits) forget(c *lateCommit) {
 	}
 }
 
-// commitWait is what a commit waits with: the answer's channel and the
-// CommitTimeout timer. They are recycled (two commits per message on the
-// hot path; a new timer and channel were 5 allocations each time), unless
-// the wait timed out, when the Committer may still answer.
-type commitWait struct {
-	done  chan error
-	timer *time.Timer
+// commitClock is what times out commit waits.
+func (d *deps) commitClock() *deadlines {
+	if c := d.commitWaits.Load(); c != nil {
+		return c
+	}
+	c := newDeadlines(d.cfg.CommitTimeout)
+	if !d.commitWaits.CompareAndSwap(nil, c) {
+		c.stop()
+		return d.commitWaits.Load()
+	}
+	return c
 }
 
-var commitWaits sync.Pool
+// commitDones are the channels commits are answered on, recycled (two
+// commits per message on the hot path) unless the wait timed out, when the
+// Committer may still answer.
+var commitDones sync.Pool
 
-func getCommitWait(timeout time.Duration) *commitWait {
-	if w, ok := commitWaits.Get().(*commitWait); ok {
-		w.timer.Reset(timeout)
-		return w
+func getCommitDone() chan error {
+	if c, ok := commitDones.Get().(chan error); ok {
+		return c
 	}
-	return &commitWait{done: make(chan error, 1), timer: time.NewTimer(timeout)}
-}
-
-// putCommitWait recycles w once its answer was received. Since Go 1.23 a
-// stopped timer delivers no stale tick; the drain is for a program run
-// with GODEBUG=asynctimerchan=1, where a tick that fired with the answer
-// would otherwise fail the next commit at once.
-func putCommitWait(w *commitWait) {
-	if !w.timer.Stop() {
-		select {
-		case <-w.timer.C:
-		default:
-		}
-	}
-	commitWaits.Put(w)
+	return make(chan error, 1)
 }
 
 // commitLater queues writes without waiting (registry activity, inbox

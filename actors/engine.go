@@ -168,6 +168,9 @@ type deps struct {
 	lates     lateCommits
 	inline    inlineInbox
 
+	// commitWaits times out commit waits (deadline.go); made on first use.
+	commitWaits atomic.Pointer[deadlines]
+
 	// The engine spawns one SessionSupervisor per peer identity and one
 	// PeerSession per conversation, each kept while it is active: with a
 	// Props and a producer closure of its own, a child costs about 900
@@ -347,7 +350,7 @@ func NewEngine(cfg Config, store persistence.Store, tr transport.Transport, deli
 	d.peerMarks = peerMarksKept(store, cfg.Logger)
 	d.committer = sys.Root.Spawn(d.props(func() actor.Actor { return &committer{deps: d} }))
 	d.watch = newTopicWatch(sys.Root)
-	return &Engine{deps: d, system: sys, replies: &replySlots{sys: sys}, installations: make(map[string]*hosted), unwatch: d.watch.start(tr)}
+	return &Engine{deps: d, system: sys, replies: &replySlots{sys: sys, waits: newDeadlines(cfg.RequestTimeout)}, installations: make(map[string]*hosted), unwatch: d.watch.start(tr)}
 }
 
 // CreateInstallation creates a new hosted device. identity nil generates a
@@ -530,7 +533,7 @@ func (e *Engine) gateway(pid *actor.PID) transport.Handler {
 			// one to the other can still be overtaken.)
 			d.Taken()
 		}
-		res, err := e.replies.wait(slot, e.deps.cfg.RequestTimeout)
+		res, err := e.replies.wait(slot)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrTimeout, err)
 		}
@@ -587,7 +590,7 @@ func (e *Engine) Request(installationID string, msg any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := e.replies.request(h.pid, msg, e.deps.cfg.RequestTimeout)
+	res, err := e.replies.request(h.pid, msg)
 	if errors.Is(err, actor.ErrTimeout) {
 		return nil, ErrTimeout
 	}
@@ -764,6 +767,10 @@ func (e *Engine) Close() error {
 		_ = e.system.Root.PoisonFuture(e.deps.committer).Wait()
 		e.system.Shutdown()
 		e.deps.pool.stop()
+		if c := e.deps.commitWaits.Load(); c != nil {
+			c.stop()
+		}
+		e.replies.waits.stop()
 	})
 	return nil
 }

@@ -3,7 +3,6 @@ package actors
 import (
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 )
@@ -14,7 +13,8 @@ import (
 // fresh name, an AfterFunc timer, a condition variable, and a registry
 // removal after) cost about 13 allocations each; these are reply slots
 // instead, as the Installation's own asks (ask.go): processes registered
-// once and reused, each with a one-reply channel and its own timer.
+// once and reused, each with a one-reply channel, timed out by a shared
+// coarse clock (deadline.go).
 //
 // A request gets exactly one reply: the answer, or protoactor's
 // DeadLetterResponse when the receiver is gone. A slot goes back to the
@@ -22,10 +22,11 @@ import (
 // removed from the registry and never reused; its late reply, if it comes,
 // fills its channel and is dropped with it.
 type replySlots struct {
-	sys  *actor.ActorSystem
-	mu   sync.Mutex
-	free []*replySlot
-	n    int // slots made, for their names
+	sys   *actor.ActorSystem
+	waits *deadlines // RequestTimeout
+	mu    sync.Mutex
+	free  []*replySlot
+	n     int // slots made, for their names
 }
 
 // maxFreeReplySlots bounds the slots kept for reuse: past as many
@@ -33,9 +34,8 @@ type replySlots struct {
 const maxFreeReplySlots = 4096
 
 type replySlot struct {
-	pid   *actor.PID
-	ch    chan any
-	timer *time.Timer
+	pid *actor.PID
+	ch  chan any
 }
 
 func (s *replySlot) SendUserMessage(_ *actor.PID, message any) {
@@ -69,31 +69,33 @@ func (r *replySlots) get() *replySlot {
 
 // request sends msg to pid with a slot as its sender and waits for the
 // reply.
-func (r *replySlots) request(pid *actor.PID, msg any, timeout time.Duration) (any, error) {
+func (r *replySlots) request(pid *actor.PID, msg any) (any, error) {
 	s := r.get()
 	r.sys.Root.RequestWithCustomSender(pid, msg, s.pid)
-	return r.wait(s, timeout)
+	return r.wait(s)
 }
 
 // wait reads the reply of the request s was given to, as a future's
-// Result would: the reply, actor.ErrDeadLetter, or actor.ErrTimeout.
-func (r *replySlots) wait(s *replySlot, timeout time.Duration) (any, error) {
-	if s.timer == nil {
-		s.timer = time.NewTimer(timeout)
-	} else {
-		s.timer.Reset(timeout)
-	}
-	select {
-	case msg := <-s.ch:
-		s.timer.Stop()
-		r.put(s)
-		if _, gone := msg.(*actor.DeadLetterResponse); gone {
-			return nil, actor.ErrDeadLetter
+// Result would: the reply, actor.ErrDeadLetter, or actor.ErrTimeout after
+// RequestTimeout (to an eighth more: deadline.go).
+func (r *replySlots) wait(s *replySlot) (any, error) {
+	start, tick := r.waits.begin()
+	defer r.waits.end()
+	for {
+		select {
+		case msg := <-s.ch:
+			r.put(s)
+			if _, gone := msg.(*actor.DeadLetterResponse); gone {
+				return nil, actor.ErrDeadLetter
+			}
+			return msg, nil
+		case <-tick:
+			var over bool
+			if over, tick = r.waits.expired(start); over {
+				r.sys.ProcessRegistry.Remove(s.pid)
+				return nil, actor.ErrTimeout
+			}
 		}
-		return msg, nil
-	case <-s.timer.C:
-		r.sys.ProcessRegistry.Remove(s.pid)
-		return nil, actor.ErrTimeout
 	}
 }
 

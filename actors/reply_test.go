@@ -29,7 +29,9 @@ func TestReplySlots(t *testing.T) {
 			ctx.Respond(m.n)
 		}
 	}))
-	r := &replySlots{sys: sys}
+	long := newDeadlines(5 * time.Second)
+	defer long.stop()
+	r := &replySlots{sys: sys, waits: long}
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
@@ -39,7 +41,7 @@ func TestReplySlots(t *testing.T) {
 			defer wg.Done()
 			for i := range 200 {
 				n := g*1000 + i
-				res, err := r.request(echo, &echoRequest{n: n}, 5*time.Second)
+				res, err := r.request(echo, &echoRequest{n: n})
 				if err != nil || res != n {
 					errs <- fmt.Errorf("request %d: %v, %v", n, res, err)
 					return
@@ -60,13 +62,16 @@ func TestReplySlots(t *testing.T) {
 	// one and its own reply, not the late one.
 	made := r.n
 	r.free = nil
-	if _, err := r.request(echo, &echoRequest{n: -1, delay: 200 * time.Millisecond}, 50*time.Millisecond); !errors.Is(err, actor.ErrTimeout) {
+	r.waits = newDeadlines(50 * time.Millisecond)
+	if _, err := r.request(echo, &echoRequest{n: -1, delay: 200 * time.Millisecond}); !errors.Is(err, actor.ErrTimeout) {
 		t.Fatalf("late reply: %v, want ErrTimeout", err)
 	}
+	r.waits.stop()
+	r.waits = long
 	if len(r.free) != 0 {
 		t.Fatal("an abandoned slot went back to the pool")
 	}
-	if res, err := r.request(echo, &echoRequest{n: 7}, 5*time.Second); err != nil || res != 7 {
+	if res, err := r.request(echo, &echoRequest{n: 7}); err != nil || res != 7 {
 		t.Fatalf("after a late reply: %v, %v; want 7", res, err)
 	}
 	if r.n != made+2 {
@@ -75,7 +80,7 @@ func TestReplySlots(t *testing.T) {
 
 	sys.Root.Stop(echo)
 	time.Sleep(50 * time.Millisecond)
-	if _, err := r.request(echo, &echoRequest{n: 8}, 5*time.Second); !errors.Is(err, actor.ErrDeadLetter) {
+	if _, err := r.request(echo, &echoRequest{n: 8}); !errors.Is(err, actor.ErrDeadLetter) {
 		t.Fatalf("request to a stopped actor: %v, want ErrDeadLetter", err)
 	}
 }

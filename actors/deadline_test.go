@@ -1,0 +1,83 @@
+package actors
+
+import (
+	"testing"
+	"time"
+)
+
+// waitOut waits as deps.commit does, for an answer that never comes, and
+// returns how long it took to time out.
+func waitOut(d *deadlines) time.Duration {
+	began := time.Now()
+	start, tick := d.begin()
+	defer d.end()
+	for {
+		<-tick
+		var over bool
+		if over, tick = d.expired(start); over {
+			return time.Since(began)
+		}
+	}
+}
+
+// TestDeadlines: a wait times out after at least its timeout and not much
+// more (ticks are an eighth of it apart), also when it begins after the
+// engine closed (stop), when the ticking goroutine has to start again.
+func TestDeadlines(t *testing.T) {
+	const timeout = 80 * time.Millisecond
+	d := newDeadlines(timeout)
+	for range 3 {
+		if got := waitOut(d); got < timeout || got > 4*timeout {
+			t.Fatalf("timed out after %v, want %v to about %v", got, timeout, timeout*9/8)
+		}
+	}
+	d.stop()
+	// The goroutine ends at its next tick: no wait is in progress.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		d.mu.Lock()
+		running := d.running
+		d.mu.Unlock()
+		if !running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("still ticking after stop with no wait in progress")
+		}
+	}
+	if got := waitOut(d); got < timeout || got > 4*timeout {
+		t.Fatalf("after stop: timed out after %v, want %v to about %v", got, timeout, timeout*9/8)
+	}
+}
+
+// TestDeadlinesAnswered: an answered wait is not disturbed by the ticks of
+// the others, and many waits share one clock.
+func TestDeadlinesAnswered(t *testing.T) {
+	d := newDeadlines(time.Second)
+	defer d.stop()
+	done := make(chan int)
+	for i := range 64 {
+		go func() {
+			start, tick := d.begin()
+			defer d.end()
+			answer := time.After(time.Duration(i%8) * 30 * time.Millisecond)
+			for {
+				select {
+				case <-answer:
+					done <- 1
+					return
+				case <-tick:
+					var over bool
+					if over, tick = d.expired(start); over {
+						done <- 0
+						return
+					}
+				}
+			}
+		}()
+	}
+	for range 64 {
+		if <-done != 1 {
+			t.Fatal("a wait answered within its timeout timed out")
+		}
+	}
+}
