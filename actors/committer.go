@@ -9,6 +9,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/ratchetd/ratchetd/actors/deadline"
 	"github.com/ratchetd/ratchetd/messages"
 	"github.com/ratchetd/ratchetd/persistence"
 )
@@ -270,8 +271,8 @@ func (d *deps) commit(ws []persistence.Write) error {
 	done := getCommitDone()
 	d.root.Send(d.committer, &localCommit{writes: ws, done: done})
 	clock := d.commitClock()
-	start, tick := clock.begin()
-	defer clock.end()
+	start, tick := clock.Begin()
+	defer clock.End()
 	for {
 		select {
 		case err := <-done:
@@ -285,7 +286,7 @@ func (d *deps) commit(ws []persistence.Write) error {
 			return fmt.Errorf("%w: %w", errStore, err)
 		case <-tick:
 			var over bool
-			if over, tick = clock.expired(start); over {
+			if over, tick = clock.Expired(start); over {
 				// Not reused: the Committer may still answer on done.
 				return &lateCommitError{late: done, after: d.cfg.CommitTimeout}
 			}
@@ -413,13 +414,13 @@ func (l *lateCommits) forget(c *lateCommit) {
 }
 
 // commitClock is what times out commit waits.
-func (d *deps) commitClock() *deadlines {
+func (d *deps) commitClock() *deadline.Clock {
 	if c := d.commitWaits.Load(); c != nil {
 		return c
 	}
-	c := newDeadlines(d.cfg.CommitTimeout)
+	c := deadline.New(d.cfg.CommitTimeout)
 	if !d.commitWaits.CompareAndSwap(nil, c) {
-		c.stop()
+		c.Stop()
 		return d.commitWaits.Load()
 	}
 	return c

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ratchetd/ratchetd/actors/deadline"
 	"github.com/ratchetd/ratchetd/crypto/keys"
 	"github.com/ratchetd/ratchetd/messages"
 	"github.com/ratchetd/ratchetd/persistence"
@@ -168,8 +169,8 @@ type deps struct {
 	lates     lateCommits
 	inline    inlineInbox
 
-	// commitWaits times out commit waits (deadline.go); made on first use.
-	commitWaits atomic.Pointer[deadlines]
+	// commitWaits times out commit waits (actors/deadline); made on first use.
+	commitWaits atomic.Pointer[deadline.Clock]
 
 	// The engine spawns one SessionSupervisor per peer identity and one
 	// PeerSession per conversation, each kept while it is active: with a
@@ -350,7 +351,7 @@ func NewEngine(cfg Config, store persistence.Store, tr transport.Transport, deli
 	d.peerMarks = peerMarksKept(store, cfg.Logger)
 	d.committer = sys.Root.Spawn(d.props(func() actor.Actor { return &committer{deps: d} }))
 	d.watch = newTopicWatch(sys.Root)
-	return &Engine{deps: d, system: sys, replies: &replySlots{sys: sys, waits: newDeadlines(cfg.RequestTimeout)}, installations: make(map[string]*hosted), unwatch: d.watch.start(tr)}
+	return &Engine{deps: d, system: sys, replies: &replySlots{sys: sys, waits: deadline.New(cfg.RequestTimeout)}, installations: make(map[string]*hosted), unwatch: d.watch.start(tr)}
 }
 
 // CreateInstallation creates a new hosted device. identity nil generates a
@@ -768,9 +769,9 @@ func (e *Engine) Close() error {
 		e.system.Shutdown()
 		e.deps.pool.stop()
 		if c := e.deps.commitWaits.Load(); c != nil {
-			c.stop()
+			c.Stop()
 		}
-		e.replies.waits.stop()
+		e.replies.waits.Stop()
 	})
 	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/ratchetd/ratchetd/actors/deadline"
 )
 
 // The Engine asks an Installation once per Send (Request) and once per
@@ -14,7 +16,7 @@ import (
 // removal after) cost about 13 allocations each; these are reply slots
 // instead, as the Installation's own asks (ask.go): processes registered
 // once and reused, each with a one-reply channel, timed out by a shared
-// coarse clock (deadline.go).
+// coarse clock (actors/deadline).
 //
 // A request gets exactly one reply: the answer, or protoactor's
 // DeadLetterResponse when the receiver is gone. A slot goes back to the
@@ -23,7 +25,7 @@ import (
 // fills its channel and is dropped with it.
 type replySlots struct {
 	sys   *actor.ActorSystem
-	waits *deadlines // RequestTimeout
+	waits *deadline.Clock // RequestTimeout
 	mu    sync.Mutex
 	free  []*replySlot
 	n     int // slots made, for their names
@@ -79,8 +81,8 @@ func (r *replySlots) request(pid *actor.PID, msg any) (any, error) {
 // Result would: the reply, actor.ErrDeadLetter, or actor.ErrTimeout after
 // RequestTimeout (to an eighth more: deadline.go).
 func (r *replySlots) wait(s *replySlot) (any, error) {
-	start, tick := r.waits.begin()
-	defer r.waits.end()
+	start, tick := r.waits.Begin()
+	defer r.waits.End()
 	for {
 		select {
 		case msg := <-s.ch:
@@ -91,7 +93,7 @@ func (r *replySlots) wait(s *replySlot) (any, error) {
 			return msg, nil
 		case <-tick:
 			var over bool
-			if over, tick = r.waits.expired(start); over {
+			if over, tick = r.waits.Expired(start); over {
 				r.sys.ProcessRegistry.Remove(s.pid)
 				return nil, actor.ErrTimeout
 			}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/ratchetd/ratchetd/actors/deadline"
 )
 
 type echoRequest struct {
@@ -29,8 +31,8 @@ func TestReplySlots(t *testing.T) {
 			ctx.Respond(m.n)
 		}
 	}))
-	long := newDeadlines(5 * time.Second)
-	defer long.stop()
+	long := deadline.New(5 * time.Second)
+	defer long.Stop()
 	r := &replySlots{sys: sys, waits: long}
 
 	var wg sync.WaitGroup
@@ -62,11 +64,11 @@ func TestReplySlots(t *testing.T) {
 	// one and its own reply, not the late one.
 	made := r.n
 	r.free = nil
-	r.waits = newDeadlines(50 * time.Millisecond)
+	r.waits = deadline.New(50 * time.Millisecond)
 	if _, err := r.request(echo, &echoRequest{n: -1, delay: 200 * time.Millisecond}); !errors.Is(err, actor.ErrTimeout) {
 		t.Fatalf("late reply: %v, want ErrTimeout", err)
 	}
-	r.waits.stop()
+	r.waits.Stop()
 	r.waits = long
 	if len(r.free) != 0 {
 		t.Fatal("an abandoned slot went back to the pool")

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/ratchetd/ratchetd/actors/deadline"
 )
 
 // errStalled: a sender waited too long for its messages to be received.
@@ -24,26 +26,36 @@ func newWindow(n int) *window { return &window{slots: make(chan struct{}, n)} }
 // acquire takes n slots (at most the window's size), waiting for receipts.
 func (w *window) acquire(n int, stop <-chan struct{}, timeout time.Duration) error {
 	n = min(n, cap(w.slots))
-	var t *time.Timer
 	for range n {
 		select {
 		case w.slots <- struct{}{}:
 			continue
 		default:
 		}
-		if t == nil {
-			t = getTimer(timeout)
-			defer putTimer(t)
-		}
-		select {
-		case w.slots <- struct{}{}:
-		case <-stop:
-			return errStopped
-		case <-t.C:
-			return errStalled
+		if err := w.wait(stop, timeout); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+func (w *window) wait(stop <-chan struct{}, timeout time.Duration) error {
+	c := clockFor(timeout)
+	start, tick := c.Begin()
+	defer c.End()
+	for {
+		select {
+		case w.slots <- struct{}{}:
+			return nil
+		case <-stop:
+			return errStopped
+		case <-tick:
+			var over bool
+			if over, tick = c.Expired(start); over {
+				return errStalled
+			}
+		}
+	}
 }
 
 // release frees one slot; it never blocks (called from the handler).
@@ -70,40 +82,41 @@ func (s signal) notify() {
 func (s signal) wait(stop <-chan struct{}, timeout time.Duration) error {
 	select {
 	case <-s:
-		return nil // already notified: no timer needed
+		return nil // already notified: no clock needed
 	default:
 	}
-	t := getTimer(timeout)
-	defer putTimer(t)
-	select {
-	case <-s:
-		return nil
-	case <-stop:
-		return errStopped
-	case <-t.C:
-		return errStalled
-	}
-}
-
-// timers recycles the load generator's wait timers (a wait per message:
-// a new timer is 4 allocations in the process being measured). Since Go
-// 1.23 a stopped timer delivers no stale tick, so a Reset one starts clean.
-var timers sync.Pool
-
-func getTimer(d time.Duration) *time.Timer {
-	if t, ok := timers.Get().(*time.Timer); ok {
-		t.Reset(d)
-		return t
-	}
-	return time.NewTimer(d)
-}
-
-func putTimer(t *time.Timer) {
-	if !t.Stop() {
-		select { // a stale tick under GODEBUG=asynctimerchan=1
-		case <-t.C:
-		default:
+	c := clockFor(timeout)
+	start, tick := c.Begin()
+	defer c.End()
+	for {
+		select {
+		case <-s:
+			return nil
+		case <-stop:
+			return errStopped
+		case <-tick:
+			var over bool
+			if over, tick = c.Expired(start); over {
+				return errStalled
+			}
 		}
 	}
-	timers.Put(t)
+}
+
+// clocks time out the load generator's waits, one per timeout (there are
+// two): a wait per message, on a timer of its own, cost the timer's Reset
+// and Stop and the runtime's timer-heap work in the process being
+// measured (actors/deadline). They tick for the life of the process.
+var clocks sync.Map // time.Duration → *deadline.Clock
+
+func clockFor(timeout time.Duration) *deadline.Clock {
+	if c, ok := clocks.Load(timeout); ok {
+		return c.(*deadline.Clock)
+	}
+	c := deadline.New(timeout)
+	if prev, loaded := clocks.LoadOrStore(timeout, c); loaded {
+		c.Stop()
+		return prev.(*deadline.Clock)
+	}
+	return c
 }

@@ -1,20 +1,20 @@
-package actors
+package deadline
 
 import (
 	"testing"
 	"time"
 )
 
-// waitOut waits as deps.commit does, for an answer that never comes, and
+// waitOut waits as a commit does, for an answer that never comes, and
 // returns how long it took to time out.
-func waitOut(d *deadlines) time.Duration {
+func waitOut(d *Clock) time.Duration {
 	began := time.Now()
-	start, tick := d.begin()
-	defer d.end()
+	start, tick := d.Begin()
+	defer d.End()
 	for {
 		<-tick
 		var over bool
-		if over, tick = d.expired(start); over {
+		if over, tick = d.Expired(start); over {
 			return time.Since(began)
 		}
 	}
@@ -25,13 +25,13 @@ func waitOut(d *deadlines) time.Duration {
 // engine closed (stop), when the ticking goroutine has to start again.
 func TestDeadlines(t *testing.T) {
 	const timeout = 80 * time.Millisecond
-	d := newDeadlines(timeout)
+	d := New(timeout)
 	for range 3 {
 		if got := waitOut(d); got < timeout || got > 4*timeout {
 			t.Fatalf("timed out after %v, want %v to about %v", got, timeout, timeout*9/8)
 		}
 	}
-	d.stop()
+	d.Stop()
 	// The goroutine ends at its next tick: no wait is in progress.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 		d.mu.Lock()
@@ -52,13 +52,13 @@ func TestDeadlines(t *testing.T) {
 // TestDeadlinesAnswered: an answered wait is not disturbed by the ticks of
 // the others, and many waits share one clock.
 func TestDeadlinesAnswered(t *testing.T) {
-	d := newDeadlines(time.Second)
-	defer d.stop()
+	d := New(time.Second)
+	defer d.Stop()
 	done := make(chan int)
 	for i := range 64 {
 		go func() {
-			start, tick := d.begin()
-			defer d.end()
+			start, tick := d.Begin()
+			defer d.End()
 			answer := time.After(time.Duration(i%8) * 30 * time.Millisecond)
 			for {
 				select {
@@ -67,7 +67,7 @@ func TestDeadlinesAnswered(t *testing.T) {
 					return
 				case <-tick:
 					var over bool
-					if over, tick = d.expired(start); over {
+					if over, tick = d.Expired(start); over {
 						done <- 0
 						return
 					}
