@@ -63,7 +63,7 @@ func TestStoppedInstallationIsFreed(t *testing.T) {
 	// it the actor until the timer's 10 s would have run out, unless the
 	// runtime drops the stopped timer from its heap first, which it does
 	// when other timers come and go on the same P. With few timers on the
-	// hot path (deadline.go), that can take the whole 10 s (a heap dump
+	// hot path (actors/deadline), that can take the whole 10 s (a heap dump
 	// showed the path: a timer heap, actor.newFuture's closure, the
 	// future, the ActorProcess). A loaded machine (make test runs packages
 	// side by side, under -race) can stretch all that a little: a leak

@@ -98,7 +98,7 @@ func NewMemory(opts MemoryOptions) *Memory {
 		opts: opts,
 		rng:  rand.New(rand.NewPCG(opts.Faults.Seed, 0x7261746368657464)),
 		subs: make(map[string][]*subscription),
-
+		// Idle delivery workers go by halves every workers.DefaultIdle.
 		deliveries: workers.New(0),
 	}
 }
