@@ -9,6 +9,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/ratchetd/ratchetd/actors/deadline"
 	"github.com/ratchetd/ratchetd/messages"
 	"github.com/ratchetd/ratchetd/persistence"
 	"github.com/ratchetd/ratchetd/transport"
@@ -130,13 +131,17 @@ func TestCommitWaitNotReusedAfterTimeout(t *testing.T) {
 			late <- m.done // never answered in time
 		}
 	}))
-	real, timeout := e.deps.committer, e.deps.cfg.CommitTimeout
+	real, timeout, clock := e.deps.committer, e.deps.cfg.CommitTimeout, e.deps.commitWaits.Load()
+	short := deadline.New(20 * time.Millisecond)
+	defer short.Stop()
 	e.deps.committer, e.deps.cfg.CommitTimeout = hole, 20*time.Millisecond
+	e.deps.commitWaits.Store(short)
 	if err := e.deps.commit([]persistence.Write{{Key: []byte("k"), Value: []byte{1}}}); !errors.Is(err, errStore) {
 		t.Fatalf("a commit nobody answered returned %v, want a store error", err)
 	}
 	(<-late) <- errors.New("a late answer")
 	e.deps.committer, e.deps.cfg.CommitTimeout = real, timeout
+	e.deps.commitWaits.Store(clock)
 	for i := range 50 {
 		if err := e.deps.commit([]persistence.Write{{Key: []byte(fmt.Sprint("k", i)), Value: []byte{1}}}); err != nil {
 			t.Fatalf("commit %d after the timeout: %v", i, err)

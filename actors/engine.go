@@ -169,7 +169,7 @@ type deps struct {
 	lates     lateCommits
 	inline    inlineInbox
 
-	// commitWaits times out commit waits (actors/deadline); made on first use.
+	// commitWaits times out commit waits (actors/deadline).
 	commitWaits atomic.Pointer[deadline.Clock]
 
 	// The engine spawns one SessionSupervisor per peer identity and one
@@ -351,6 +351,9 @@ func NewEngine(cfg Config, store persistence.Store, tr transport.Transport, deli
 	d.peerMarks = peerMarksKept(store, cfg.Logger)
 	d.committer = sys.Root.Spawn(d.props(func() actor.Actor { return &committer{deps: d} }))
 	d.watch = newTopicWatch(sys.Root)
+	// Made here, so that Close stops it (deps.commitClock makes one on first
+	// use for the deps that tests build).
+	d.commitWaits.Store(deadline.New(cfg.CommitTimeout))
 	return &Engine{deps: d, system: sys, replies: &replySlots{sys: sys, waits: deadline.New(cfg.RequestTimeout)}, installations: make(map[string]*hosted), unwatch: d.watch.start(tr)}
 }
 

@@ -79,7 +79,7 @@ func (r *replySlots) request(pid *actor.PID, msg any) (any, error) {
 
 // wait reads the reply of the request s was given to, as a future's
 // Result would: the reply, actor.ErrDeadLetter, or actor.ErrTimeout after
-// RequestTimeout (to an eighth more: actors/deadline).
+// RequestTimeout (at most an eighth more: actors/deadline).
 func (r *replySlots) wait(s *replySlot) (any, error) {
 	start, tick := r.waits.Begin()
 	defer r.waits.End()

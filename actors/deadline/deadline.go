@@ -4,10 +4,13 @@
 // wait cost its Reset and Stop, and the runtime adds a channel timer to its
 // heap whenever a goroutine blocks on it and removes it when it wakes:
 // together about 1 % of the engine's CPU in a durable pingpong profile.
-// Here one goroutine ticks every eighth of the timeout and closes a channel
-// at each tick; a wait selects on its answer and on that channel, and gives
-// up at the ninth tick after it began. So a wait times out after between 1
-// and 1.125 times the timeout.
+// Here one goroutine ticks every eighth of the timeout (at least every
+// millisecond) and closes a channel at each tick; a wait reads the clock
+// when it begins, selects on its answer and on that channel, and gives up
+// at the first tick once its timeout has passed. So a wait times out after
+// its timeout and before another period has passed, unless the ticking
+// goroutine waits for a core. (Counting ticks instead of reading the clock
+// let a wait that began just after a late tick end up to a period early.)
 //
 // The ticking goroutine runs until Stop, and after it while a wait is in
 // progress, so that no wait outlives its owner's Close without a timeout.
@@ -35,6 +38,7 @@ import (
 //		}
 //	}
 type Clock struct {
+	timeout time.Duration
 	period  time.Duration
 	cur     atomic.Pointer[deadlineTick]
 	waiting atomic.Int64 // waits in progress
@@ -45,16 +49,12 @@ type Clock struct {
 }
 
 type deadlineTick struct {
-	n    uint64
 	next chan struct{} // closed at the next tick
 }
 
-// deadlineTicks is how many ticks a wait lasts: ticks are timeout/8 apart.
-const deadlineTicks = 9
-
 // New starts a clock for waits of timeout.
 func New(timeout time.Duration) *Clock {
-	d := &Clock{period: max(timeout/(deadlineTicks-1), time.Millisecond)}
+	d := &Clock{timeout: timeout, period: max(timeout/8, time.Millisecond)}
 	d.cur.Store(&deadlineTick{next: make(chan struct{})})
 	d.mu.Lock()
 	d.startLocked()
@@ -75,7 +75,7 @@ func (d *Clock) tick() {
 	defer t.Stop()
 	for range t.C {
 		old := d.cur.Load()
-		d.cur.Store(&deadlineTick{n: old.n + 1, next: make(chan struct{})})
+		d.cur.Store(&deadlineTick{next: make(chan struct{})})
 		close(old.next)
 		d.mu.Lock()
 		if d.stopped && d.waiting.Load() == 0 {
@@ -96,7 +96,7 @@ func (d *Clock) Stop() {
 
 // Begin starts a wait: the caller selects on its answer and on tick, and
 // calls Expired when tick fires, then End when the wait is over.
-func (d *Clock) Begin() (start uint64, tick <-chan struct{}) {
+func (d *Clock) Begin() (start time.Time, tick <-chan struct{}) {
 	if d.waiting.Add(1) == 1 {
 		d.mu.Lock()
 		if d.stopped {
@@ -104,15 +104,13 @@ func (d *Clock) Begin() (start uint64, tick <-chan struct{}) {
 		}
 		d.mu.Unlock()
 	}
-	t := d.cur.Load()
-	return t.n, t.next
+	return time.Now(), d.cur.Load().next
 }
 
 // Expired reports whether the wait begun at start is over, and otherwise
 // gives the channel of the next tick.
-func (d *Clock) Expired(start uint64) (bool, <-chan struct{}) {
-	t := d.cur.Load()
-	return t.n-start >= deadlineTicks, t.next
+func (d *Clock) Expired(start time.Time) (bool, <-chan struct{}) {
+	return time.Since(start) >= d.timeout, d.cur.Load().next
 }
 
 // End ends a wait.
