@@ -45,7 +45,7 @@ type Clock struct {
 
 	mu      sync.Mutex
 	running bool // a ticking goroutine is running
-	stopped bool // the engine closed: tick only while waits are in progress
+	stopped bool // Stop was called: tick only while waits are in progress
 }
 
 type deadlineTick struct {
