@@ -10,14 +10,15 @@ import (
 
 // benchJSON is the part of `bench --json` every consumer relies on.
 type benchJSON struct {
-	Scenario   string  `json:"scenario"`
-	Durable    bool    `json:"durable"`
-	NoSync     bool    `json:"no_sync"`
-	Messages   int64   `json:"messages"`
-	Errors     int64   `json:"errors"`
-	Seconds    float64 `json:"seconds"`
-	MsgsPerSec float64 `json:"msgs_per_sec"`
-	Latency    struct {
+	Scenario    string  `json:"scenario"`
+	Durable     bool    `json:"durable"`
+	NoSync      bool    `json:"no_sync"`
+	CommitDelay string  `json:"commit_delay"`
+	Messages    int64   `json:"messages"`
+	Errors      int64   `json:"errors"`
+	Seconds     float64 `json:"seconds"`
+	MsgsPerSec  float64 `json:"msgs_per_sec"`
+	Latency     struct {
 		P50 float64 `json:"p50"`
 		P99 float64 `json:"p99"`
 	} `json:"latency_ms"`
@@ -91,11 +92,15 @@ func TestBenchDurableReport(t *testing.T) {
 	}
 }
 
-// --no-sync runs durable with Badger's SyncWrites off, and says so.
+// --no-sync runs durable with Badger's SyncWrites off, and says so; the
+// JSON records --commit-delay too.
 func TestBenchNoSync(t *testing.T) {
-	r := benchRun(t, "--scenario", "burst", "--no-sync")
+	r := benchRun(t, "--scenario", "burst", "--no-sync", "--commit-delay", "-1ns")
 	if !r.Durable || !r.NoSync || r.Engine["Commits"] == 0 {
 		t.Errorf("durable %v, no_sync %v, commits %d", r.Durable, r.NoSync, r.Engine["Commits"])
+	}
+	if r.CommitDelay != "-1ns" {
+		t.Errorf("commit_delay %q, want the flag's -1ns", r.CommitDelay)
 	}
 	if code, _, _ := runCmd(t, "", "bench", "burst", "--messages", "20", "--no-sync", "--durable=false"); code == 0 {
 		t.Errorf("--no-sync with --durable=false accepted")

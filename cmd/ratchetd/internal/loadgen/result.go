@@ -14,9 +14,12 @@ import (
 
 // Result is the outcome of a run; its JSON form is `bench --json`.
 type Result struct {
-	Scenario     string   `json:"scenario"`
-	Durable      bool     `json:"durable"`
-	NoSync       bool     `json:"no_sync,omitempty"` // durable without fsync
+	Scenario string `json:"scenario"`
+	Durable  bool   `json:"durable"`
+	NoSync   bool   `json:"no_sync,omitempty"` // durable without fsync
+	// CommitDelay is --commit-delay when set ("" : the engine's default;
+	// negative: off).
+	CommitDelay  string   `json:"commit_delay,omitempty"`
 	Sessions     int      `json:"sessions"`
 	Senders      int      `json:"senders,omitempty"` // per conversation (burst)
 	PayloadBytes int      `json:"payload_bytes"`
@@ -95,9 +98,14 @@ func newResult(cfg Config) *Result {
 	if cfg.Scenario == Burst {
 		senders = cfg.Senders
 	}
+	var delay string
+	if cfg.CommitDelay != 0 {
+		delay = cfg.CommitDelay.String()
+	}
 	return &Result{
-		Senders:  senders,
-		Scenario: cfg.Scenario, Durable: cfg.Durable, NoSync: cfg.NoSync, Sessions: cfg.Sessions, PayloadBytes: cfg.Payload,
+		Senders:     senders,
+		CommitDelay: delay,
+		Scenario:    cfg.Scenario, Durable: cfg.Durable, NoSync: cfg.NoSync, Sessions: cfg.Sessions, PayloadBytes: cfg.Payload,
 		Started: time.Now().UTC().Truncate(time.Second),
 		Host:    Host{Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, GOMAXPROCS: runtime.GOMAXPROCS(0), CPUs: runtime.NumCPU()},
 	}
