@@ -60,7 +60,8 @@ const (
 )
 
 // adjust ends a window once it is long enough: max is CommitDelay, cores
-// GOMAXPROCS.
+// the cores the process can use (GOMAXPROCS, or fewer CPUs: a GOMAXPROCS
+// above the CPU count must not make busy cores look idle).
 func (p *commitPace) adjust(now time.Time, max time.Duration, cores int) {
 	if max <= 0 {
 		p.delay = 0
@@ -197,7 +198,7 @@ func (c *committer) flush(ctx actor.Context) {
 		}
 		batch := c.pending[:n]
 		c.last = n
-		c.pace.adjust(time.Now(), c.deps.cfg.CommitDelay, runtime.GOMAXPROCS(0))
+		c.pace.adjust(time.Now(), c.deps.cfg.CommitDelay, min(runtime.GOMAXPROCS(0), runtime.NumCPU()))
 		all := make([]persistence.Write, 0, writes)
 		for _, p := range batch {
 			all = append(all, p.writes...)

@@ -40,9 +40,9 @@ func newBenchCmd() *cobra.Command {
 in-memory transport) through the embedding API and measures delivered messages per
 second, send-to-receipt latency (p50/p90/p99/p99.9), CPU seconds, allocations, peak RSS
 and the engine's group commits. In the same run it measures a straight-line loop of the
-same crypto primitives with no actors and no persistence (the ceiling), half of
---ceiling just before the measured phase and half after it, and reports the engine as
-a fraction of their mean.
+same crypto primitives with no actors and no persistence (the ceiling: at most one loop per CPU,
+each on its own locked thread), half of --ceiling just before the measured phase and
+half after it, and reports the engine as a fraction of their mean.
 
 Scenarios:
   burst     one side sends long runs (--senders goroutines, at most 128 in flight),

@@ -1,6 +1,10 @@
 package loadgen
 
-import "testing"
+import (
+	"runtime"
+	"testing"
+	"time"
+)
 
 // Each scenario's crypto-only loop runs without error: a ceiling loop that
 // failed part-way would report a rate for less work than the engine does.
@@ -15,5 +19,31 @@ func TestCeilingPrimitives(t *testing.T) {
 				t.Fatalf("%d iterations, want at least 8", n)
 			}
 		})
+	}
+}
+
+// The ceiling runs one loop per sending conversation, never more than the
+// CPUs the process may use (its loops hold their threads) nor GOMAXPROCS,
+// and at least one.
+func TestCeilingCores(t *testing.T) {
+	limit := min(runtime.GOMAXPROCS(0), runtime.NumCPU())
+	for _, c := range []struct{ senders, want int }{
+		{0, 1}, {1, 1}, {limit, limit}, {limit + 1, limit}, {1 << 20, limit},
+	} {
+		if got := ceilingCores(c.senders); got != c.want {
+			t.Errorf("ceilingCores(%d) = %d, want %d", c.senders, got, c.want)
+		}
+	}
+}
+
+// measureCeiling runs the loops it is asked for, on their locked threads,
+// and counts the messages of all of them.
+func TestMeasureCeiling(t *testing.T) {
+	c, err := measureCeiling(symmetric, 64, 2, 20*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Cores != 2 || c.Messages < 16 || c.MsgsPerSec <= 0 {
+		t.Fatalf("ceiling %+v: want 2 loops of at least 8 messages each", c)
 	}
 }

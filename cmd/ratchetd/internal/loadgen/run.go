@@ -22,7 +22,8 @@ type scenario interface {
 	// ceiling is the crypto-only loop one delivered message corresponds to.
 	ceiling() primitive
 	// senders is how many conversations send at once: the ceiling loop
-	// runs on as many goroutines (at most GOMAXPROCS).
+	// runs on as many goroutines (at most one per CPU the process may
+	// use, and at most GOMAXPROCS).
 	senders() int
 }
 
@@ -206,7 +207,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if cfg.Progress != nil {
 			fmt.Fprintf(cfg.Progress, "\r\033[Kmeasuring the crypto-only ceiling (%v)…", d)
 		}
-		c, err := measureCeiling(sc.ceiling(), cfg.Payload, min(runtime.GOMAXPROCS(0), sc.senders()), d)
+		c, err := measureCeiling(sc.ceiling(), cfg.Payload, ceilingCores(sc.senders()), d)
 		if err != nil {
 			return Ceiling{}, fmt.Errorf("loadgen: ceiling: %w", err)
 		}
@@ -280,4 +281,12 @@ func dataDir(dir string) (string, func(), error) {
 		return "", nil, fmt.Errorf("loadgen: %s is not empty: a durable bench needs a new directory", dir)
 	}
 	return dir, func() {}, nil
+}
+
+// ceilingCores is how many loops the ceiling runs for senders conversations
+// sending at once: one per conversation, at most one per CPU the process
+// may use and at most GOMAXPROCS. Its loops are locked to their threads
+// (measureCeiling), so more of them than CPUs would only take turns.
+func ceilingCores(senders int) int {
+	return max(1, min(runtime.GOMAXPROCS(0), runtime.NumCPU(), senders))
 }

@@ -157,7 +157,8 @@ latency p50 {{printf "%.2f" .R.Latency.P50}} ms, p99 {{printf "%.2f" .R.Latency.
 the actors, the store commit and the in-memory transport. The ceiling is a straight-line loop of the same
 cryptography (encrypt, protobuf wire, the envelope's signature and its recovery, decrypt; for x3dh also the
 new account's keys, its bundle's signature and the contact-code envelope it publishes) with no actors and no
-persistence, on as many goroutines as the run had sending conversations (at most GOMAXPROCS), measured just
+persistence, on as many goroutines as the run had sending conversations (at most one per CPU), each locked
+to its thread so that the Go scheduler's handling of long cgo calls does not slow it down, measured just
 before and just after the run; the fraction shows what everything else costs. The machine row splits all
 cores' time: idle and iowait are cores that had nothing to run.</p>
 <details><summary>JSON</summary><pre>{{.JSON}}</pre></details>
