@@ -52,6 +52,11 @@ type Ceiling struct {
 	// Runs are the rates of the measurements combined into MsgsPerSec
 	// (before and after the engine's run).
 	Runs []float64
+	// CPUs is the process's CPU time over the measurement's wall time:
+	// how many CPUs the loops kept busy (up to Cores; 0 where the CPU
+	// time is unknown). Well under Cores, the ceiling measured the
+	// machine's other load or the scheduler, not the cryptography.
+	CPUs float64
 }
 
 // combineCeilings is the mean rate of two equally long measurements.
@@ -60,6 +65,7 @@ func combineCeilings(a, b Ceiling) Ceiling {
 	c.Messages = a.Messages + b.Messages
 	c.MsgsPerSec = (a.MsgsPerSec + b.MsgsPerSec) / 2
 	c.Runs = []float64{a.MsgsPerSec, b.MsgsPerSec}
+	c.CPUs = (a.CPUs + b.CPUs) / 2
 	return c
 }
 
@@ -84,7 +90,7 @@ func measureCeiling(p primitive, payload, cores int, d time.Duration) (Ceiling, 
 	var wg sync.WaitGroup
 	counts := make([]int64, cores)
 	errs := make([]error, cores)
-	start := time.Now()
+	cpu0, start := cpuTime(), time.Now()
 	for g := range cores {
 		wg.Add(1)
 		go func() {
@@ -95,7 +101,7 @@ func measureCeiling(p primitive, payload, cores int, d time.Duration) (Ceiling, 
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), cpuTime()-cpu0
 	var total int64
 	for g := range cores {
 		if errs[g] != nil {
@@ -103,7 +109,11 @@ func measureCeiling(p primitive, payload, cores int, d time.Duration) (Ceiling, 
 		}
 		total += counts[g]
 	}
-	return Ceiling{Primitive: p.String(), MsgsPerSec: float64(total) / elapsed.Seconds(), Cores: cores, Messages: total}, nil
+	c := Ceiling{Primitive: p.String(), MsgsPerSec: float64(total) / elapsed.Seconds(), Cores: cores, Messages: total}
+	if cpu > 0 {
+		c.CPUs = cpu.Seconds() / elapsed.Seconds()
+	}
+	return c, nil
 }
 
 // loop runs the primitive until d has passed (at least a few times).

@@ -37,7 +37,7 @@ func TestCeilingCores(t *testing.T) {
 }
 
 // measureCeiling runs the loops it is asked for, on their locked threads,
-// and counts the messages of all of them.
+// counts the messages of all of them and the CPUs they kept busy.
 func TestMeasureCeiling(t *testing.T) {
 	c, err := measureCeiling(symmetric, 64, 2, 20*time.Millisecond)
 	if err != nil {
@@ -45,5 +45,12 @@ func TestMeasureCeiling(t *testing.T) {
 	}
 	if c.Cores != 2 || c.Messages < 16 || c.MsgsPerSec <= 0 {
 		t.Fatalf("ceiling %+v: want 2 loops of at least 8 messages each", c)
+	}
+	// The CPUs it kept busy: known wherever the process's CPU time is.
+	if cpuTime() > 0 && c.CPUs <= 0 {
+		t.Fatalf("ceiling %+v: no CPU use measured", c)
+	}
+	if got := combineCeilings(Ceiling{MsgsPerSec: 10, CPUs: 1.5}, Ceiling{MsgsPerSec: 20, CPUs: 2}); got.MsgsPerSec != 15 || got.CPUs != 1.75 {
+		t.Fatalf("combined %+v: want the means, 15 msgs/s and 1.75 CPUs", got)
 	}
 }

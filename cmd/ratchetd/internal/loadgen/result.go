@@ -36,6 +36,9 @@ type Result struct {
 	CeilingPrimitive  string  `json:"ceiling_primitive,omitempty"`
 	CeilingMsgsPerSec float64 `json:"ceiling_msgs_per_sec"`
 	CeilingCores      int     `json:"ceiling_cores,omitempty"`
+	// CeilingCPUs is how many CPUs the ceiling's loops kept busy (the
+	// process's CPU time over the wall time, mean of its two halves).
+	CeilingCPUs float64 `json:"ceiling_cpus,omitempty"`
 	// CeilingRuns: the ceiling before and after the measured phase, whose
 	// mean is CeilingMsgsPerSec (their spread is the machine's noise).
 	CeilingRuns       []float64 `json:"ceiling_runs_msgs_per_sec,omitempty"`
@@ -164,6 +167,7 @@ func (res *Result) setCeiling(c Ceiling) {
 	res.CeilingPrimitive = c.Primitive
 	res.CeilingMsgsPerSec = c.MsgsPerSec
 	res.CeilingCores = c.Cores
+	res.CeilingCPUs = c.CPUs
 	res.CeilingRuns = c.Runs
 	if c.MsgsPerSec > 0 {
 		res.FractionOfCeiling = res.MsgsPerSec / c.MsgsPerSec
@@ -197,8 +201,12 @@ func (res *Result) WriteTable(w io.Writer) error {
 		if len(res.CeilingRuns) == 2 {
 			runs = fmt.Sprintf("; %s before the run, %s after", thousands(int64(res.CeilingRuns[0]+0.5)), thousands(int64(res.CeilingRuns[1]+0.5)))
 		}
-		row("ceiling", "%s msgs/s crypto only (%s, %d core%s%s) → engine at %.1f %%",
-			thousands(int64(res.CeilingMsgsPerSec+0.5)), res.CeilingPrimitive, res.CeilingCores, plural(res.CeilingCores), runs, 100*res.FractionOfCeiling)
+		busy := ""
+		if res.CeilingCPUs > 0 {
+			busy = fmt.Sprintf(", %.2f busy", res.CeilingCPUs)
+		}
+		row("ceiling", "%s msgs/s crypto only (%s, %d core%s%s%s) → engine at %.1f %%",
+			thousands(int64(res.CeilingMsgsPerSec+0.5)), res.CeilingPrimitive, res.CeilingCores, plural(res.CeilingCores), busy, runs, 100*res.FractionOfCeiling)
 	} else {
 		row("ceiling", "not measured")
 	}
