@@ -73,16 +73,17 @@ func combineCeilings(a, b Ceiling) Ceiling {
 // locked to its own thread.
 //
 // The lock is what makes it the cryptography's rate and not the Go
-// scheduler's: a cgo call that lasts longer than a sysmon tick (every
-// scalar multiplication, recovery and signature here, 25–45 µs) loses its
-// P, which the runtime hands to a thread it wakes; the caller's thread
-// then finds no P when the call returns, parks, and waits for one. On this
-// machine's two cores, unlocked loops kept 1.76–1.82 CPUs busy with about
-// 8 000 thread switches a second, and made 7–11 % fewer messages than
-// locked ones (1.95 CPUs): 7 470–8 010 against 8 550–8 640 alternating
+// scheduler's. On this machine's two cores, unlocked loops kept only
+// 1.76–1.82 CPUs busy (perf stat), locked ones 1.95, and the unlocked ones
+// made 7–11 % fewer messages: 7 470–8 010 against 8 550–8 640 alternating
 // messages/s, 19 700–20 300 against 22 100–22 400 same-direction, 2 060
-// against 2 190–2 210 new sessions. The engine's actors cannot lock
-// threads (its goroutines are many and short), so that loss is the
+// against 2 190–2 210 new sessions, at the same CPU time per message. Our
+// reading, not traced further: every scalar multiplication, recovery and
+// signature is a cgo call of 25–45 µs, longer than a sysmon tick, so the
+// runtime takes the caller's P and hands it on; an unlocked goroutine that
+// finds no P when its call returns waits for one in the run queue, and a
+// core idles meanwhile. The engine's actors cannot lock threads (they are
+// many goroutines, each briefly on a worker), so that loss is the
 // engine's to bear, not the ceiling's.
 func measureCeiling(p primitive, payload, cores int, d time.Duration) (Ceiling, error) {
 	cores = max(cores, 1)
