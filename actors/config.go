@@ -62,6 +62,10 @@ const (
 	DefaultSessionIdleTimeout = time.Minute
 	// DefaultRequestTimeout bounds one actor request.
 	DefaultRequestTimeout = 10 * time.Second
+	// DefaultStopTimeout bounds how long StopInstallation waits for the
+	// installation and its children to stop (as protoactor-go's
+	// StopFuture did).
+	DefaultStopTimeout = 10 * time.Second
 	// DefaultMaxAheadRefusals: a message too far ahead is offered again
 	// for about 20 s (ten outbox passes) while the messages before it
 	// arrive, then dropped.
@@ -98,6 +102,9 @@ type Config struct {
 	// negative: every new signature is verified.
 	BundleRecheckInterval time.Duration
 	RequestTimeout        time.Duration
+	// StopTimeout bounds StopInstallation's wait for the installation and
+	// its children to stop.
+	StopTimeout time.Duration
 	// CommitTimeout bounds the wait for a commit (2 min): much longer than
 	// a request, because a writer that gives up on a commit that lands
 	// later would hold a state older than the store's.
@@ -277,6 +284,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.StopTimeout <= 0 {
+		c.StopTimeout = DefaultStopTimeout
 	}
 	if c.CommitTimeout <= 0 {
 		c.CommitTimeout = 2 * time.Minute

@@ -675,7 +675,9 @@ func (e *Engine) StopInstallation(id string) error {
 	for _, c := range h.cancel {
 		c()
 	}
-	return e.system.Root.StopFuture(h.pid).Wait()
+	// Not protoactor's StopFuture: its timer kept every stopped
+	// installation in memory for 10 s (stopWatch).
+	return stopAndWait(e.system, h.pid, e.deps.cfg.StopTimeout)
 }
 
 // Stats returns the engine's counters.
