@@ -36,7 +36,10 @@ func (w *stopWatch) Stop(*actor.PID) {}
 // stopAndWait stops pid and waits until it has terminated (its children
 // first, as protoactor stops them), or timeout (actor.ErrTimeout). A pid
 // already gone answers at once: protoactor answers a Watch that reaches a
-// dead actor with its Terminated.
+// dead actor with its Terminated. So does an actor already stopping (its
+// own supervisor gave up on it, or another stop came first): protoactor
+// answers the Watch at once then, while its children may still be
+// stopping, as StopFuture did (TestReview20AlreadyStoppingAnswersEarly).
 func stopAndWait(sys *actor.ActorSystem, pid *actor.PID, timeout time.Duration) error {
 	w := &stopWatch{done: make(chan struct{})}
 	watcher, _ := sys.ProcessRegistry.Add(w, "stopwatch"+sys.ProcessRegistry.NextID())
