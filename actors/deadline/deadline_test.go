@@ -23,16 +23,9 @@ func waitOut(d *Clock) time.Duration {
 // TestDeadlines: a wait times out after at least its timeout and not much
 // more (ticks are an eighth of it apart), also when it begins after the
 // engine closed (stop), when the ticking goroutine has to start again.
-func TestDeadlines(t *testing.T) {
-	const timeout = 80 * time.Millisecond
-	d := New(timeout)
-	for range 3 {
-		if got := waitOut(d); got < timeout || got > 4*timeout {
-			t.Fatalf("timed out after %v, want %v to about %v", got, timeout, timeout*9/8)
-		}
-	}
-	d.Stop()
-	// The goroutine ends at its next tick: no wait is in progress.
+// waitStopped fails t unless d's ticking goroutine ends within 5 s.
+func waitStopped(t *testing.T, d *Clock) {
+	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 		d.mu.Lock()
 		running := d.running
@@ -44,6 +37,19 @@ func TestDeadlines(t *testing.T) {
 			t.Fatal("still ticking after stop with no wait in progress")
 		}
 	}
+}
+
+func TestDeadlines(t *testing.T) {
+	const timeout = 80 * time.Millisecond
+	d := New(timeout)
+	for range 3 {
+		if got := waitOut(d); got < timeout || got > 4*timeout {
+			t.Fatalf("timed out after %v, want %v to about %v", got, timeout, timeout*9/8)
+		}
+	}
+	d.Stop()
+	// The goroutine ends at its next tick: no wait is in progress.
+	waitStopped(t, d)
 	if got := waitOut(d); got < timeout || got > 4*timeout {
 		t.Fatalf("after stop: timed out after %v, want %v to about %v", got, timeout, timeout*9/8)
 	}

@@ -137,15 +137,5 @@ func TestReviewStoppedClockStillTimesOut(t *testing.T) {
 	for got := range fail {
 		t.Fatalf("a wait after Stop timed out after %v (-1: never)", got)
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		d.mu.Lock()
-		running := d.running
-		d.mu.Unlock()
-		if !running {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("still ticking after stop with no wait in progress")
-		}
-	}
+	waitStopped(t, d)
 }
