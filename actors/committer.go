@@ -271,28 +271,19 @@ func commitRequest(ws []persistence.Write) *messages.CommitRequest {
 func (d *deps) commit(ws []persistence.Write) error {
 	done := getCommitDone()
 	d.root.Send(d.committer, &localCommit{writes: ws, done: done})
-	clock := d.commitClock()
-	start, tick := clock.Begin()
-	defer clock.End()
-	for {
-		select {
-		case err := <-done:
-			commitDones.Put(done) // answered: nothing more comes on it
-			switch {
-			case err == nil:
-				return nil
-			case errors.Is(err, errStore):
-				return err
-			}
-			return fmt.Errorf("%w: %w", errStore, err)
-		case <-tick:
-			var over bool
-			if over, tick = clock.Expired(start); over {
-				// Not reused: the Committer may still answer on done.
-				return &lateCommitError{late: done, after: d.cfg.CommitTimeout}
-			}
-		}
+	err, late := deadline.Recv(d.commitClock(), done, nil)
+	if late != nil {
+		// Not reused: the Committer may still answer on done.
+		return &lateCommitError{late: done, after: d.cfg.CommitTimeout}
 	}
+	commitDones.Put(done) // answered: nothing more comes on it
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errStore):
+		return err
+	}
+	return fmt.Errorf("%w: %w", errStore, err)
 }
 
 // lateCommitError: a commit that did not answer within CommitTimeout. The

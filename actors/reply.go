@@ -81,24 +81,16 @@ func (r *replySlots) request(pid *actor.PID, msg any) (any, error) {
 // Result would: the reply, actor.ErrDeadLetter, or actor.ErrTimeout after
 // RequestTimeout (at most an eighth more: actors/deadline).
 func (r *replySlots) wait(s *replySlot) (any, error) {
-	start, tick := r.waits.Begin()
-	defer r.waits.End()
-	for {
-		select {
-		case msg := <-s.ch:
-			r.put(s)
-			if _, gone := msg.(*actor.DeadLetterResponse); gone {
-				return nil, actor.ErrDeadLetter
-			}
-			return msg, nil
-		case <-tick:
-			var over bool
-			if over, tick = r.waits.Expired(start); over {
-				r.sys.ProcessRegistry.Remove(s.pid)
-				return nil, actor.ErrTimeout
-			}
-		}
+	msg, err := deadline.Recv(r.waits, s.ch, nil)
+	if err != nil {
+		r.sys.ProcessRegistry.Remove(s.pid)
+		return nil, actor.ErrTimeout
 	}
+	r.put(s)
+	if _, gone := msg.(*actor.DeadLetterResponse); gone {
+		return nil, actor.ErrDeadLetter
+	}
+	return msg, nil
 }
 
 func (r *replySlots) put(s *replySlot) {

@@ -17,26 +17,13 @@
 package deadline
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// Clock times out waits of one timeout. A wait:
-//
-//	start, tick := c.Begin()
-//	defer c.End()
-//	for {
-//		select {
-//		case <-answer:
-//			...
-//		case <-tick:
-//			var over bool
-//			if over, tick = c.Expired(start); over {
-//				...
-//			}
-//		}
-//	}
+// Clock times out waits of one timeout (Recv).
 type Clock struct {
 	timeout time.Duration
 	period  time.Duration
@@ -94,9 +81,37 @@ func (d *Clock) Stop() {
 	d.mu.Unlock()
 }
 
-// Begin starts a wait: the caller selects on its answer and on tick, and
-// calls Expired when tick fires, then End when the wait is over.
-func (d *Clock) Begin() (start time.Time, tick <-chan struct{}) {
+// ErrExpired: the wait's timeout passed. ErrStopped: its stop channel was
+// closed.
+var (
+	ErrExpired = errors.New("deadline: timed out")
+	ErrStopped = errors.New("deadline: stopped")
+)
+
+// Recv waits for a value from ch until c's timeout has passed (ErrExpired)
+// or stop is closed (ErrStopped; nil: never).
+func Recv[T any](c *Clock, ch <-chan T, stop <-chan struct{}) (T, error) {
+	var zero T
+	start, tick := c.begin()
+	defer c.end()
+	for {
+		select {
+		case v := <-ch:
+			return v, nil
+		case <-stop:
+			return zero, ErrStopped
+		case <-tick:
+			var over bool
+			if over, tick = c.expired(start); over {
+				return zero, ErrExpired
+			}
+		}
+	}
+}
+
+// begin starts a wait: the caller selects on its answer and on tick, and
+// calls expired when tick fires, then end when the wait is over.
+func (d *Clock) begin() (start time.Time, tick <-chan struct{}) {
 	if d.waiting.Add(1) == 1 {
 		d.mu.Lock()
 		if d.stopped {
@@ -107,11 +122,11 @@ func (d *Clock) Begin() (start time.Time, tick <-chan struct{}) {
 	return time.Now(), d.cur.Load().next
 }
 
-// Expired reports whether the wait begun at start is over, and otherwise
+// expired reports whether the wait begun at start is over, and otherwise
 // gives the channel of the next tick.
-func (d *Clock) Expired(start time.Time) (bool, <-chan struct{}) {
+func (d *Clock) expired(start time.Time) (bool, <-chan struct{}) {
 	return time.Since(start) >= d.timeout, d.cur.Load().next
 }
 
-// End ends a wait.
-func (d *Clock) End() { d.waiting.Add(-1) }
+// end ends a wait.
+func (d *Clock) end() { d.waiting.Add(-1) }

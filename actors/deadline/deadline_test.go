@@ -9,14 +9,29 @@ import (
 // returns how long it took to time out.
 func waitOut(d *Clock) time.Duration {
 	began := time.Now()
-	start, tick := d.Begin()
-	defer d.End()
-	for {
-		<-tick
-		var over bool
-		if over, tick = d.Expired(start); over {
-			return time.Since(began)
-		}
+	if _, err := Recv(d, (<-chan struct{})(nil), nil); err != ErrExpired {
+		panic(err)
+	}
+	return time.Since(began)
+}
+
+// TestRecv: an answer, and a closed stop channel, end a wait at once,
+// with the answer or ErrStopped.
+func TestRecv(t *testing.T) {
+	d := New(time.Minute)
+	defer d.Stop()
+	ch := make(chan int, 1)
+	ch <- 7
+	if v, err := Recv(d, ch, nil); v != 7 || err != nil {
+		t.Fatalf("Recv = %d, %v; want 7, nil", v, err)
+	}
+	stop := make(chan struct{})
+	close(stop)
+	if v, err := Recv(d, ch, stop); v != 0 || err != ErrStopped {
+		t.Fatalf("Recv after stop = %d, %v; want 0, ErrStopped", v, err)
+	}
+	if n := d.waiting.Load(); n != 0 {
+		t.Fatalf("%d waits still counted after they returned", n)
 	}
 }
 
@@ -63,8 +78,8 @@ func TestDeadlinesAnswered(t *testing.T) {
 	done := make(chan int)
 	for i := range 64 {
 		go func() {
-			start, tick := d.Begin()
-			defer d.End()
+			start, tick := d.begin()
+			defer d.end()
 			answer := time.After(time.Duration(i%8) * 30 * time.Millisecond)
 			for {
 				select {
@@ -73,7 +88,7 @@ func TestDeadlinesAnswered(t *testing.T) {
 					return
 				case <-tick:
 					var over bool
-					if over, tick = d.Expired(start); over {
+					if over, tick = d.expired(start); over {
 						done <- 0
 						return
 					}

@@ -22,8 +22,8 @@ func TestReviewLateTickShortensWait(t *testing.T) {
 	defer d.Stop()
 
 	// A wait in progress, so that the Begin below does not take d.mu.
-	_, tk := d.Begin()
-	defer d.End()
+	_, tk := d.begin()
+	defer d.end()
 
 	d.mu.Lock()
 	<-tk // tick k: the ticking goroutine now blocks on d.mu
@@ -32,13 +32,13 @@ func TestReviewLateTickShortensWait(t *testing.T) {
 	time.Sleep(period + period*9/10)
 
 	began := time.Now()
-	start, tick := d.Begin() // start = k
+	start, tick := d.begin() // start = k
 	d.mu.Unlock()            // the goroutine handles k+1 at once
-	defer d.End()
+	defer d.end()
 	for {
 		<-tick
 		var over bool
-		if over, tick = d.Expired(start); over {
+		if over, tick = d.expired(start); over {
 			break
 		}
 	}
@@ -116,8 +116,8 @@ func TestReviewStoppedClockStillTimesOut(t *testing.T) {
 				time.Sleep(time.Duration((g*7+i)%5) * 700 * time.Microsecond)
 				if i%3 == 0 {
 					// A wait answered at once.
-					d.Begin()
-					d.End()
+					d.begin()
+					d.end()
 					continue
 				}
 				done := make(chan time.Duration, 1)

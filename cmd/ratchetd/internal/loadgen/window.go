@@ -18,50 +18,37 @@ var errStopped = errors.New("loadgen: run stopped")
 // conversation, so that latency measures the engine rather than a queue
 // the load generator filled without limit.
 type window struct {
-	slots chan struct{}
+	free chan struct{} // a token per message that may still be sent
 }
 
-func newWindow(n int) *window { return &window{slots: make(chan struct{}, n)} }
+func newWindow(n int) *window {
+	w := &window{free: make(chan struct{}, n)}
+	for range n {
+		w.free <- struct{}{}
+	}
+	return w
+}
 
-// acquire takes n slots (at most the window's size), waiting for receipts.
+// acquire takes n tokens (at most the window's size), waiting for receipts.
 func (w *window) acquire(n int, stop <-chan struct{}, timeout time.Duration) error {
-	n = min(n, cap(w.slots))
+	n = min(n, cap(w.free))
 	for range n {
 		select {
-		case w.slots <- struct{}{}:
+		case <-w.free:
 			continue
 		default:
 		}
-		if err := w.wait(stop, timeout); err != nil {
-			return err
+		if _, err := deadline.Recv(clockFor(timeout), w.free, stop); err != nil {
+			return waitError(err)
 		}
 	}
 	return nil
 }
 
-func (w *window) wait(stop <-chan struct{}, timeout time.Duration) error {
-	c := clockFor(timeout)
-	start, tick := c.Begin()
-	defer c.End()
-	for {
-		select {
-		case w.slots <- struct{}{}:
-			return nil
-		case <-stop:
-			return errStopped
-		case <-tick:
-			var over bool
-			if over, tick = c.Expired(start); over {
-				return errStalled
-			}
-		}
-	}
-}
-
-// release frees one slot; it never blocks (called from the handler).
+// release gives one token back; it never blocks (called from the handler).
 func (w *window) release() {
 	select {
-	case <-w.slots:
+	case w.free <- struct{}{}:
 	default:
 	}
 }
@@ -85,22 +72,19 @@ func (s signal) wait(stop <-chan struct{}, timeout time.Duration) error {
 		return nil // already notified: no clock needed
 	default:
 	}
-	c := clockFor(timeout)
-	start, tick := c.Begin()
-	defer c.End()
-	for {
-		select {
-		case <-s:
-			return nil
-		case <-stop:
-			return errStopped
-		case <-tick:
-			var over bool
-			if over, tick = c.Expired(start); over {
-				return errStalled
-			}
-		}
+	_, err := deadline.Recv(clockFor(timeout), s, stop)
+	return waitError(err)
+}
+
+// waitError is the load generator's name for how a wait ended.
+func waitError(err error) error {
+	switch err {
+	case deadline.ErrStopped:
+		return errStopped
+	case deadline.ErrExpired:
+		return errStalled
 	}
+	return err
 }
 
 // clocks time out the load generator's waits, one per timeout (there are
